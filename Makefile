@@ -1,0 +1,48 @@
+# Two commands for a fresh machine: `make chat` and `make test`. Both are idempotent.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH_PIN := torch==2.13.0
+PROMPT ?=
+
+.PHONY: chat test install install-dev lint typecheck validate clean
+
+# A stamp per extras set, so a second `make` reinstalls nothing.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@# Pin the CPU torch unless a torch is already importable (GPU users install CUDA torch first).
+	if $(PY) -c "import torch" 2>/dev/null; then \
+	  $(PY) -m pip install -q -e . ; \
+	else \
+	  $(PY) -m pip install -q "$(TORCH_PIN)" -e . ; \
+	fi
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
+
+chat: install
+ifeq ($(strip $(PROMPT)),)
+	$(VENV)/bin/tina chat
+else
+	$(VENV)/bin/tina chat --prompt "$(PROMPT)" --no-stream
+endif
+
+test: install-dev
+	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 $(VENV)/bin/python -m pytest
+
+lint: install-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install-dev
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
