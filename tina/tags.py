@@ -39,72 +39,171 @@ REASONING_TAGS: tuple[str, ...] = (
 #: Decoding stops on these: `</think>` ends the think phase, `</answer>` ends the request.
 STOP_SEQUENCES: tuple[str, ...] = (THINK_CLOSE, ANSWER_CLOSE)
 
-#: Hidden segments: their content is never shown in hidden-CoT mode.
-_HIDDEN_PAIRS: tuple[tuple[str, str], ...] = (
-    (THINK_OPEN, THINK_CLOSE),
+_TAG_RE = re.compile("|".join(re.escape(t) for t in REASONING_TAGS))
+_THINK_TAGS = (THINK_OPEN, THINK_CLOSE)
+_SIDE_PAIRS: tuple[tuple[str, str], ...] = (
     (REFLECT_OPEN, REFLECT_CLOSE),
     (PROGRAM_OPEN, PROGRAM_CLOSE),
 )
 
-_TAG_RE = re.compile("|".join(re.escape(t) for t in REASONING_TAGS))
-
 
 def strip_tags(text: str) -> str:
-    """Remove every reasoning tag string from `text` (the content between tags stays)."""
-    return _TAG_RE.sub("", text)
+    """Remove every reasoning tag string from `text` (the content between tags stays).
+
+    Removal is repeated until no tag is left, so fragments that join into a tag once an inner
+    tag is gone (`"<thi</think>nk>"`) are removed too: the result never contains a tag.
+    """
+    while True:
+        stripped = _TAG_RE.sub("", text)
+        if stripped == text:
+            return text
+        text = stripped
 
 
-def _drop_hidden_spans(text: str) -> str:
-    """Remove hidden segments (think/reflect/program) with their content; an unclosed one
-    runs to the end of the text and is removed too."""
-    out = text
-    for open_tag, close_tag in _HIDDEN_PAIRS:
-        pattern = re.compile(re.escape(open_tag) + ".*?(?:" + re.escape(close_tag) + "|$)", re.S)
-        out = pattern.sub("", out)
-    return out
+@dataclass(frozen=True)
+class _Tag:
+    start: int
+    end: int
+    tag: str
+
+
+def _find_tags(text: str) -> list[_Tag]:
+    return [_Tag(m.start(), m.end(), m.group()) for m in _TAG_RE.finditer(text)]
+
+
+def _hidden_mask(text: str, tags: list[_Tag]) -> bytearray:
+    """One byte per character of `text`: 1 where the character is hidden reasoning (or prompt).
+
+    - Thinking: everything before the end of the last `</think>`. A completion may start inside
+      thinking (the prompt ended with `<think>`), so text before a `</think>` is never known to
+      be outside a think segment; this hides the content of every closed think segment, nested
+      or doubled ones included.
+    - `<reflect>`/`<program>`: from an outermost opening tag to its matching closing tag
+      (nesting counted; a closing tag with nothing open is a stray tag, not a segment).
+    - A segment opened but never closed (think tags counted with nesting and a stray
+      `</think>` closing nothing, the outermost unclosed `<think>`; an unmatched
+      `<reflect>`/`<program>`) runs up to the next `<answer>` not hidden by the rules above, or
+      to the end of the text.
+    """
+    hidden = bytearray(len(text))
+
+    def hide(a: int, b: int) -> None:
+        hidden[a:b] = b"\x01" * (b - a)
+
+    unclosed: list[int] = []
+    closes = [t for t in tags if t.tag == THINK_CLOSE]
+    thought_until = closes[-1].end if closes else 0
+    hide(0, thought_until)
+    depth, outermost_open = 0, 0
+    for t in tags:
+        if t.tag == THINK_OPEN:
+            if depth == 0:
+                outermost_open = t.start
+            depth += 1
+        elif t.tag == THINK_CLOSE:
+            depth = max(depth - 1, 0)  # a stray `</think>` closes a segment the prompt opened
+    if depth > 0:
+        unclosed.append(outermost_open)
+    for open_tag, close_tag in _SIDE_PAIRS:
+        stack: list[int] = []
+        for t in tags:
+            if t.tag == open_tag:
+                stack.append(t.start)
+            elif t.tag == close_tag and stack:
+                outermost = stack[0]
+                stack.pop()
+                if not stack:
+                    hide(outermost, t.end)
+        if stack:
+            unclosed.append(stack[0])
+    # Ends are computed before any unclosed run is hidden, so the order of runs is irrelevant.
+    runs = []
+    for s in unclosed:
+        end = next(
+            (t.start for t in tags if t.tag == ANSWER_OPEN and t.start > s and not hidden[t.start]),
+            len(text),
+        )
+        runs.append((s, end))
+    for s, end in runs:
+        hide(s, end)
+    return hidden
+
+
+def _visible_text(text: str, drop: bytearray, a: int, b: int) -> str:
+    """The characters of `text[a:b]` whose `drop` byte is 0, in order."""
+    parts = []
+    i = a
+    while i < b:
+        j = drop.find(b"\x01", i, b)
+        if j < 0:
+            j = b
+        parts.append(text[i:j])
+        k = drop.find(b"\x00", j, b)
+        i = b if k < 0 else k
+    return "".join(parts)
 
 
 def extract_answer(text: str) -> str:
     """The user-visible answer in a completion. Every caller in Tina uses this function.
 
-    Rules, in order:
-    1. If `<answer>` occurs, the answer is the text after its first occurrence up to the next
-       `</answer>` (or the end of the text when the answer was cut off before closing).
-    2. Else, if any hidden tag occurs, the answer is the text after the last `</think>`
+    Hidden reasoning is found first (see below); tags inside it do not count. Then:
+    1. If a `<answer>` occurs outside hidden reasoning (so after the last `</think>`), the
+       answer is the text after the first such one up to the next such `</answer>` (or the end
+       of the text when the answer was cut off before closing).
+    2. Else, if any think tag occurs, the answer is the text after the last `</think>`
        (empty when thinking never closed: everything was thinking).
-    3. Else (no tags at all) the whole text is the answer.
-    Hidden segments inside the chosen span are dropped, remaining tag strings are removed, and
-    surrounding whitespace is stripped. The result never contains a reasoning tag.
+    3. Else the whole text is the answer.
+    Hidden reasoning inside the chosen span is dropped, tag strings are removed, and surrounding
+    whitespace is stripped. The result never contains a reasoning tag, and never contains the
+    content of a closed think segment (not even a `<answer>` written inside one).
+
+    Hidden reasoning: everything before the last `</think>` (a completion may start inside
+    thinking when the prompt ended with `<think>`); each `<reflect>`/`<program>` segment
+    (nesting counted); and a segment left open (a `<think>` never balanced by a `</think>`,
+    counting nesting; an unmatched `<reflect>`/`<program>`), which runs up to the next
+    `<answer>` outside hidden reasoning, or to the end of the text.
     """
-    start = text.find(ANSWER_OPEN)
-    if start >= 0:
-        body = text[start + len(ANSWER_OPEN) :]
-        end = body.find(ANSWER_CLOSE)
-        span = body if end < 0 else body[:end]
-    elif _TAG_RE.search(text):
-        last_close = text.rfind(THINK_CLOSE)
-        span = "" if last_close < 0 else text[last_close + len(THINK_CLOSE) :]
+    tags = _find_tags(text)
+    if not tags:
+        return text.strip()
+    hidden = _hidden_mask(text, tags)
+    visible_tags = [t for t in tags if not hidden[t.start]]
+    answer_open = next((t for t in visible_tags if t.tag == ANSWER_OPEN), None)
+    if answer_open is not None:
+        a = answer_open.end
+        b = next(
+            (t.start for t in visible_tags if t.tag == ANSWER_CLOSE and t.start >= a), len(text)
+        )
+    elif any(t.tag in _THINK_TAGS for t in tags):
+        closes = [t for t in tags if t.tag == THINK_CLOSE]
+        a = closes[-1].end if closes else len(text)
+        b = len(text)
     else:
-        span = text
-    return strip_tags(_drop_hidden_spans(span)).strip()
+        a, b = 0, len(text)
+    for t in tags:
+        hidden[t.start : t.end] = b"\x01" * (t.end - t.start)
+    return strip_tags(_visible_text(text, hidden, a, b)).strip()
 
 
 def split_reasoning(text: str) -> tuple[str, str]:
     """Split a completion into (think text, answer text) for visible chain of thought.
 
-    The think text is the content of the first `<think>` segment (to the end of the text when
-    it never closed, or up to `<answer>` when the answer opened without closing the think);
-    the answer is `extract_answer(text)`. Both are stripped of tags and surrounding whitespace.
+    The think text is the content of the first think segment: from the first `<think>` to the
+    next `</think>`; when no `</think>` follows, up to the next `<answer>` (the answer opened
+    without closing the think) or the end of the text. When a `</think>` comes before any
+    `<think>` (the prompt ended with `<think>`), it is the text before that `</think>`.
+    The answer is `extract_answer(text)`. Both are stripped of tags and surrounding whitespace.
     """
     think = ""
-    start = text.find(THINK_OPEN)
-    if start >= 0:
-        body = text[start + len(THINK_OPEN) :]
-        ends = [i for i in (body.find(THINK_CLOSE), body.find(ANSWER_OPEN)) if i >= 0]
-        think = body[: min(ends)] if ends else body
-    elif THINK_CLOSE in text:
-        # Prompts that end with "<think>" leave only the closing tag in the completion.
-        think = text[: text.find(THINK_CLOSE)]
+    first = next((t for t in _find_tags(text) if t.tag in _THINK_TAGS), None)
+    if first is not None and first.tag == THINK_CLOSE:
+        think = text[: first.start]
+    elif first is not None:
+        body = text[first.end :]
+        end = body.find(THINK_CLOSE)
+        if end < 0:
+            end = body.find(ANSWER_OPEN)
+        think = body if end < 0 else body[:end]
     return strip_tags(think).strip(), extract_answer(text)
 
 
@@ -112,8 +211,11 @@ def reasoning_structure_error(text: str) -> str | None:
     """The data contract's tag rule; None when `text` satisfies it, else the broken rule.
 
     A record's text holds exactly one `<think>`, one `</think>`, one `<answer>` and one
-    `</answer>`, in the order `<think> … </think> … <answer> … </answer>`. Optional
-    `<reflect>`/`<program>` pairs must be balanced and closed in order where they appear.
+    `</answer>`, in the order `<think> … </think> … <answer> … </answer>`, and the answer is not
+    empty (whitespace only counts as empty). Optional `<reflect>`/`<program>` pairs must be
+    closed in order where they appear: a segment does not nest inside one of its own kind,
+    closes the innermost open segment, and lies inside one think/answer region (no think or
+    answer tag between its opening and closing tags).
     """
     counts = {tag: text.count(tag) for tag in REASONING_TAGS}
     for tag in (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE):
@@ -121,16 +223,25 @@ def reasoning_structure_error(text: str) -> str | None:
             return f"expected exactly one {tag}, found {counts[tag]}"
     t0, t1 = text.index(THINK_OPEN), text.index(THINK_CLOSE)
     a0, a1 = text.index(ANSWER_OPEN), text.index(ANSWER_CLOSE)
-    if not t0 < t1 <= a0 < a1:
+    if not t0 < t1 < a0 < a1:
         return "tags out of order: expected <think> … </think> … <answer> … </answer>"
-    for open_tag, close_tag in ((REFLECT_OPEN, REFLECT_CLOSE), (PROGRAM_OPEN, PROGRAM_CLOSE)):
-        depth = 0
-        for match in re.finditer(re.escape(open_tag) + "|" + re.escape(close_tag), text):
-            depth += 1 if match.group() == open_tag else -1
-            if depth not in (0, 1):
-                return f"{open_tag} segments must not nest or close before opening"
-        if depth != 0:
-            return f"unclosed {open_tag}"
+    closing = {close_tag: open_tag for open_tag, close_tag in _SIDE_PAIRS}
+    stack: list[str] = []
+    for t in _find_tags(text):
+        if t.tag in closing:
+            if not stack or stack[-1] != closing[t.tag]:
+                return f"{t.tag} closes a segment that is not the innermost open one"
+            stack.pop()
+        elif t.tag in (REFLECT_OPEN, PROGRAM_OPEN):
+            if t.tag in stack:
+                return f"{t.tag} segments must not nest"
+            stack.append(t.tag)
+        elif stack:
+            return f"{stack[-1]} segment crosses {t.tag}: close it first"
+    if stack:
+        return f"unclosed {stack[-1]}"
+    if not extract_answer(text):
+        return "empty <answer> segment"
     return None
 
 
@@ -159,61 +270,88 @@ def tag_ids(tokenizer: Any) -> dict[str, int]:
     exactly one id or does not round-trip."""
     ids: dict[str, int] = {}
     for tag in REASONING_TAGS:
-        encoded = tokenizer.encode(tag, add_special_tokens=False)
+        encoded = list(tokenizer.encode(tag, add_special_tokens=False))
         if len(encoded) != 1:
             raise ValueError(
-                f"reasoning tag {tag!r} encodes to {len(encoded)} ids {encoded}, expected exactly 1"
+                f"reasoning tag {tag!r} encodes to {len(encoded)} ids {encoded}, expected exactly"
+                " 1 (call ensure_reasoning_tokens on this tokenizer)"
             )
         decoded = tokenizer.decode(encoded, skip_special_tokens=False)
         if decoded != tag:
             raise ValueError(f"reasoning tag {tag!r} does not round-trip: decodes to {decoded!r}")
-        ids[tag] = encoded[0]
+        ids[tag] = int(encoded[0])
     if len(set(ids.values())) != len(ids):
         raise ValueError(f"reasoning tags share token ids: {ids}")
     return ids
 
 
+def _is_added_token(tokenizer: Any, tag: str) -> bool:
+    """Whether `tag` is already an added token (matched before the model splits the text, so
+    one id in any context). Tokenizers without an added-token table fall back to the vocab."""
+    added = getattr(tokenizer, "added_tokens_encoder", None)
+    if isinstance(added, dict):
+        return tag in added
+    return tag in tokenizer.get_vocab()
+
+
 def ensure_reasoning_tokens(tokenizer: Any, model: Any = None) -> dict[str, int]:
     """Make every reasoning tag a single token id; returns {tag: id}.
 
-    Tags the vocabulary already has (DeepSeek-R1-Distill carries `<think>`/`</think>`) are kept;
-    the missing ones are added as special tokens. When tokens were added and a model is given,
-    its input (and tied output) embeddings are resized to the new vocabulary. Finally each tag is
-    checked to encode to exactly one id and to decode back to itself; a tag that does not gets a
-    ValueError naming it.
+    Tags the tokenizer already carries as added tokens (DeepSeek-R1-Distill carries
+    `<think>`/`</think>`) keep their ids and flags. The others are added as special tokens, in
+    `REASONING_TAGS` order; one that is a plain vocabulary entry keeps its id but becomes an
+    added token, so it is never merged with its neighbours. Existing extra special tokens are
+    kept. Each tag is then checked to encode to exactly one id and to decode back to itself; a
+    tag that does not gets a ValueError naming it.
+
+    With a model, its input embeddings (and the tied or untied output embeddings) are resized
+    to `len(tokenizer)` when they have fewer rows than that; a larger, padded embedding matrix
+    (as Qwen checkpoints ship) is left as it is.
     """
-    vocab = tokenizer.get_vocab()
-    missing = [tag for tag in REASONING_TAGS if tag not in vocab]
+    missing = [tag for tag in REASONING_TAGS if not _is_added_token(tokenizer, tag)]
     if missing:
-        tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
+        tokenizer.add_special_tokens(
+            {"extra_special_tokens": missing}, replace_extra_special_tokens=False
+        )
     ids = tag_ids(tokenizer)
     if model is not None:
-        embeddings = model.get_input_embeddings()
-        if embeddings.num_embeddings < len(tokenizer):
+        rows = int(model.get_input_embeddings().weight.shape[0])
+        if rows < len(tokenizer):
             model.resize_token_embeddings(len(tokenizer))
+            rows = int(model.get_input_embeddings().weight.shape[0])
+        too_big = {tag: i for tag, i in ids.items() if i >= rows}
+        if too_big:
+            raise ValueError(f"reasoning tag ids {too_big} exceed the model's {rows} embeddings")
     return ids
 
 
-def segment_and_masks(
-    tokenizer: Any, text: str, max_length: int | None = None
-) -> SegmentedExample:
+def segment_and_masks(tokenizer: Any, text: str, max_length: int | None = None) -> SegmentedExample:
     """Tokenize a contract text (prompt + `<think>…</think><answer>…</answer>` + optional eos)
     and build its masks; see `SegmentedExample` for what each mask means.
 
-    The text must satisfy `reasoning_structure_error`; a ValueError says which rule it breaks.
-    With `max_length`, a longer example is a ValueError (cutting would drop the answer).
+    The text is encoded whole, without the tokenizer's own special tokens (add them to the text
+    when wanted). It must satisfy `reasoning_structure_error`; a ValueError says which rule it
+    breaks. Each think/answer tag must come out as its single id (see `ensure_reasoning_tokens`),
+    else a ValueError names it. With `max_length`, a longer example is a ValueError (cutting
+    would drop the answer).
     """
     problem = reasoning_structure_error(text)
     if problem is not None:
         raise ValueError(f"cannot segment text: {problem}")
     ids = tag_ids(tokenizer)
-    input_ids: list[int] = tokenizer.encode(text, add_special_tokens=False)
+    input_ids = [int(i) for i in tokenizer.encode(text, add_special_tokens=False)]
     if max_length is not None and len(input_ids) > max_length:
         raise ValueError(f"example has {len(input_ids)} tokens, more than max_length={max_length}")
-    t0 = input_ids.index(ids[THINK_OPEN])
-    t1 = input_ids.index(ids[THINK_CLOSE])
-    a0 = input_ids.index(ids[ANSWER_OPEN])
-    a1 = input_ids.index(ids[ANSWER_CLOSE])
+    positions = []
+    for tag in (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE):
+        found = [i for i, token in enumerate(input_ids) if token == ids[tag]]
+        if len(found) != 1:
+            raise ValueError(
+                f"reasoning tag {tag!r} (id {ids[tag]}) occurs {len(found)} times in the token"
+                " ids instead of once: the tokenizer split or merged it in context"
+            )
+        positions.append(found[0])
+    t0, t1, a0, a1 = positions
     n = len(input_ids)
     return SegmentedExample(
         input_ids=input_ids,
@@ -222,3 +360,16 @@ def segment_and_masks(
         think_mask=[1 if t0 < i < t1 else 0 for i in range(n)],
         answer_mask=[1 if a0 < i < a1 else 0 for i in range(n)],
     )
+
+
+def leaks_reasoning(shown: str, think_text: str, min_span: int = 16) -> bool:
+    """True when `shown` (hidden-CoT output) contains a reasoning tag, or any `min_span`-character
+    span of `think_text` (the hidden thinking). Short spans are not counted: an answer is often
+    also the last number of its trace."""
+    if _TAG_RE.search(shown):
+        return True
+    think = think_text.strip()
+    if len(think) < min_span or len(shown) < min_span:
+        return False
+    spans = {think[i : i + min_span] for i in range(len(think) - min_span + 1)}
+    return any(shown[i : i + min_span] in spans for i in range(len(shown) - min_span + 1))

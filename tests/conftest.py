@@ -1,0 +1,92 @@
+"""Shared pytest fixtures.
+
+Tokenizers are built offline with the `tokenizers` library (no downloads): a byte-level "char"
+tokenizer, one id per byte, no merges.
+"""
+
+from __future__ import annotations
+
+import pytest
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+BYTE_CHAR_SPECIAL_TOKENS = ("<|endoftext|>", "<|pad|>")
+
+
+def _byte_char_tokenizer(with_think: bool) -> PreTrainedTokenizerFast:
+    """Byte-level BPE over the 256 ByteLevel symbols with no merges, plus `<|endoftext|>` and
+    `<|pad|>`; with `with_think`, `<think>`/`</think>` are added (non-special) tokens right
+    after them, as DeepSeek-R1-Distill's tokenizer carries them."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    backend = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.add_special_tokens(list(BYTE_CHAR_SPECIAL_TOKENS))
+    if with_think:
+        backend.add_tokens(
+            [
+                AddedToken(tag, single_word=False, lstrip=False, rstrip=False, normalized=False)
+                for tag in ("<think>", "</think>")
+            ]
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<|endoftext|>", pad_token="<|pad|>"
+    )
+
+
+@pytest.fixture
+def byte_char_tokenizer() -> PreTrainedTokenizerFast:
+    """Byte-level char tokenizer carrying no reasoning tag (fresh per test: tests add tags)."""
+    return _byte_char_tokenizer(with_think=False)
+
+
+@pytest.fixture
+def byte_char_tokenizer_with_think() -> PreTrainedTokenizerFast:
+    """Byte-level char tokenizer already carrying `<think>`/`</think>` as added tokens, like
+    DeepSeek-R1-Distill's (fresh per test)."""
+    return _byte_char_tokenizer(with_think=True)
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    """(model, tokenizer) of the embedded model, loaded once per test session."""
+    from tina.models import load_model
+
+    return load_model(device="cpu")
+
+
+def _tiny_qwen_with_tags():
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from tina.tags import ensure_reasoning_tokens
+
+    tokenizer = _byte_char_tokenizer(with_think=False)
+    ensure_reasoning_tokens(tokenizer)
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return Qwen2ForCausalLM(config).eval(), tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_random_model():
+    """(model, tokenizer): a random-init 2-layer Qwen2 over the byte tokenizer with all tags,
+    shared by the session: do not attach anything to it."""
+    return _tiny_qwen_with_tags()
+
+
+@pytest.fixture
+def tiny_fresh():
+    """Like `tiny_random_model`, but built per test, so introspection parts may be attached."""
+    return _tiny_qwen_with_tags()

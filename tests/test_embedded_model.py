@@ -1,0 +1,61 @@
+"""The shipped model: a plain HF model directory that loads offline and answers correctly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from tina.engine import decode
+from tina.models import embedded_model_dir, render_prompt
+from tina.tags import REASONING_TAGS, tag_ids
+from tina.tasks import generate_records
+from tina.tasks.scoring import score_answer
+
+
+def test_is_a_plain_hf_model_directory():
+    directory = embedded_model_dir()
+    for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json"):
+        assert (directory / name).is_file(), name
+    assert (directory / "model.safetensors").stat().st_size <= 25 * 1024 * 1024
+    config = json.loads((directory / "config.json").read_text())
+    assert config["model_type"] == "qwen2"
+
+
+def test_loads_with_auto_classes_and_tags_are_single_ids():
+    directory = embedded_model_dir()
+    model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    ids = tag_ids(tokenizer)
+    assert set(ids) == set(REASONING_TAGS)
+    assert max(ids.values()) < model.get_input_embeddings().weight.shape[0]
+    text = "Add 1 and 2\n<think>é 日本 \n\t</think><answer>3</answer>"
+    assert tokenizer.decode(tokenizer.encode(text, add_special_tokens=False)) == text
+    assert render_prompt(tokenizer, "Add 1 and 2") == "Add 1 and 2\n<think>"
+
+
+@pytest.mark.parametrize(
+    ("task", "difficulty", "at_least"),
+    [
+        ("add", 2, 11),
+        ("add", 3, 11),
+        ("add", 4, 11),
+        ("sub", 2, 11),
+        ("sub", 3, 11),
+        ("mul", 2, 11),
+        ("mul", 3, 11),
+        ("code_deduction", 1, 8),
+    ],
+    ids=lambda v: str(v),
+)
+def test_answers_held_out_problems(embedded, task, difficulty, at_least):
+    model, tokenizer = embedded
+    # Seed 777 is far from the bootstrap stream's seeds; the problems are fresh draws.
+    items = generate_records(task, 12, seed=777, difficulties=[difficulty])
+    prompts = [render_prompt(tokenizer, r["meta"]["question"]) for r in items]
+    results = decode(model, tokenizer, prompts, think_caps=384)
+    scores = [score_answer(c.answer, task, r["meta"]) for c, r in zip(results, items, strict=True)]
+    assert sum(scores) >= at_least, [
+        (r["meta"]["question"], c.answer) for c, r in zip(results, items, strict=True)
+    ]

@@ -1,0 +1,118 @@
+"""Calibration of the metacognitive heads, applied at serve time: the file format and its use.
+
+The calibration JSON (schema `tina/schemas/calibration.schema.json`):
+
+    {"version": 1,
+     "confidence_temperature": 1.7,                       # confidence = sigmoid(logit / T)
+     "plan_thresholds": {"direct": 0.6, "compute": 0.25},  # per class, default 0.25
+     "budget_clip": {"min": 8, "max": 256},               # predicted budget clipped to [min, max]
+     "fitted_on": {...}}                                   # provenance, free-form
+
+The plan is the class with the largest `probability / threshold`: a threshold above the uniform
+0.25 makes its class harder to choose (e.g. "answer directly" only when the heads are sure).
+
+What it does: `load_calibration` (a missing or malformed file is a `CalibrationError` naming the
+file and field, never silently ignored), `save_calibration` (atomic) and the three `apply_*`
+functions the engine calls. What it does not do: fit anything (evaluation does that).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tina.contract import PLAN_CLASSES
+from tina.service_config import Problem, read_json_file, schema_problems
+
+CALIBRATION_SCHEMA = "calibration.schema.json"
+DEFAULT_PLAN_THRESHOLD = 1.0 / len(PLAN_CLASSES)
+
+
+class CalibrationError(ValueError):
+    """A calibration file that is missing or malformed."""
+
+
+@dataclass
+class Calibration:
+    """What serving applies to the heads' raw outputs."""
+
+    confidence_temperature: float = 1.0  #: divides the confidence logit before the sigmoid
+    plan_thresholds: dict[str, float] = field(default_factory=dict)  #: per plan class
+    budget_min: int | None = None  #: lower clip of the predicted budget
+    budget_max: int | None = None  #: upper clip of the predicted budget
+    fitted_on: dict[str, Any] = field(default_factory=dict)  #: provenance
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"version": 1, "confidence_temperature": self.confidence_temperature}
+        if self.plan_thresholds:
+            out["plan_thresholds"] = dict(self.plan_thresholds)
+        if self.budget_min is not None and self.budget_max is not None:
+            out["budget_clip"] = {"min": self.budget_min, "max": self.budget_max}
+        if self.fitted_on:
+            out["fitted_on"] = self.fitted_on
+        return out
+
+
+def load_calibration(path: str | Path) -> Calibration:
+    """The calibration in `path`; `CalibrationError` naming the file (and field) otherwise."""
+    payload, problem = read_json_file(path)
+    if problem is not None:
+        raise CalibrationError(str(problem))
+    problems = schema_problems(str(path), payload, CALIBRATION_SCHEMA)
+    clip = payload.get("budget_clip") if isinstance(payload, dict) else None
+    if not problems and clip is not None and clip["min"] > clip["max"]:
+        problems = [Problem(str(path), "budget_clip", f"min {clip['min']} > max {clip['max']}")]
+    if problems:
+        raise CalibrationError("\n".join(str(p) for p in problems))
+    return Calibration(
+        confidence_temperature=float(payload["confidence_temperature"]),
+        plan_thresholds={k: float(v) for k, v in payload.get("plan_thresholds", {}).items()},
+        budget_min=None if clip is None else int(clip["min"]),
+        budget_max=None if clip is None else int(clip["max"]),
+        fitted_on=dict(payload.get("fitted_on", {})),
+    )
+
+
+def save_calibration(calibration: Calibration, path: str | Path) -> None:
+    """Write the calibration JSON atomically (temp file in the same directory, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(calibration.to_dict(), handle, indent=2)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def apply_confidence(logit: torch.Tensor, calibration: Calibration | None) -> torch.Tensor:
+    """Calibrated confidence: sigmoid(logit / T)."""
+    temperature = 1.0 if calibration is None else calibration.confidence_temperature
+    return torch.sigmoid(logit.float() / temperature)
+
+
+def apply_plan(plan_probs: torch.Tensor, calibration: Calibration | None) -> torch.Tensor:
+    """Chosen plan class per row: argmax of probability / threshold."""
+    if calibration is None or not calibration.plan_thresholds:
+        return plan_probs.argmax(dim=-1)
+    thresholds = torch.tensor(
+        [calibration.plan_thresholds.get(c, DEFAULT_PLAN_THRESHOLD) for c in PLAN_CLASSES],
+        device=plan_probs.device,
+    )
+    return (plan_probs / thresholds).argmax(dim=-1)
+
+
+def apply_budget(budget: torch.Tensor, calibration: Calibration | None) -> torch.Tensor:
+    """The predicted budget, clipped to the calibration's range when it has one."""
+    if calibration is None or calibration.budget_min is None or calibration.budget_max is None:
+        return budget
+    return budget.clamp(calibration.budget_min, calibration.budget_max)

@@ -1,0 +1,102 @@
+"""`tina chat`: ask the model questions, one-shot or in a REPL; hidden thinking by default.
+
+What it does: loads the engine (`tina.runtime.load_engine`), sends each question through it,
+streams the answer as it is produced (and the thinking too with `--visible-cot`), and prints
+only the answer unless thinking is visible; `--json` prints one JSON object with the answer and
+the telemetry instead.
+
+What it does not do: keep a conversation history (each question stands alone, as the embedded
+model was trained) or decide anything itself (the engine does).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, TextIO
+
+from tina.engine import ANSWER, THINK, Engine, Request
+from tina.runtime import load_engine
+from tina.tags import tag_ids
+
+
+class Streamer:
+    """Prints the text of each phase as tokens arrive, decoding incrementally (byte tokens may
+    split a UTF-8 character, so the delta of the decoded text is printed, not single tokens)."""
+
+    def __init__(self, tokenizer: Any, visible: bool, out: TextIO) -> None:
+        self.tokenizer, self.visible, self.out = tokenizer, visible, out
+        self.tags = set(tag_ids(tokenizer).values()) | {tokenizer.eos_token_id}
+        self.ids: dict[str, list[int]] = {THINK: [], ANSWER: []}
+        self.printed: dict[str, str] = {THINK: "", ANSWER: ""}
+        self.started: set[str] = set()
+
+    def __call__(self, row: int, phase: str, token: int) -> None:
+        if token in self.tags or (phase == THINK and not self.visible):
+            return
+        if self.visible and phase not in self.started:
+            self.out.write("\n[answer] " if phase == ANSWER else "[thinking] ")
+            self.started.add(phase)
+        self.ids[phase].append(token)
+        text = self.tokenizer.decode(self.ids[phase], skip_special_tokens=False)
+        if text.endswith("\ufffd"):
+            return  # wait for the rest of a multi-byte character
+        self.out.write(text[len(self.printed[phase]) :])
+        self.out.flush()
+        self.printed[phase] = text
+
+
+def answer_question(
+    engine: Engine, request: Request, *, stream: bool, as_json: bool, out: TextIO
+) -> None:
+    """Answer one question, printing to `out`."""
+    visible = engine.config.visible_cot if request.visible_cot is None else request.visible_cot
+    streamer = Streamer(engine.tokenizer, visible, out) if stream and not as_json else None
+    (result,) = engine.generate([request], on_token=streamer)
+    if as_json:
+        payload = {
+            "answer": result.output if not visible else result.answer,
+            "telemetry": result.telemetry.to_dict(),
+        }
+        if visible:
+            payload["reasoning"] = result.think_text
+        out.write(json.dumps(payload) + "\n")
+    elif streamer is not None:
+        out.write("\n")
+    elif visible:
+        out.write(f"[thinking] {result.think_text}\n[answer] {result.answer}\n")
+    else:
+        out.write(result.output + "\n")
+    out.flush()
+
+
+def run_chat(args: Any) -> int:
+    """Entry of `tina chat` (arguments from the CLI parser)."""
+    engine, _ = load_engine(args)
+
+    def request(question: str) -> Request:
+        return Request(
+            prompt=question,
+            budget=args.budget,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            seed=args.seed,
+            visible_cot=True if args.visible_cot else None,
+            max_answer_tokens=args.max_answer_tokens,
+        )
+
+    options = {"stream": not args.no_stream, "as_json": args.json, "out": sys.stdout}
+    if args.prompt is not None:
+        answer_question(engine, request(args.prompt), **options)
+        return 0
+    print("Tina chat: type a question, or 'exit' to leave.")
+    while True:
+        try:
+            line = input("> ")
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        if line.strip() in {"exit", "quit"}:
+            return 0
+        if line.strip():
+            answer_question(engine, request(line.strip()), **options)

@@ -1,0 +1,188 @@
+"""The `tina` command: one entry, subcommands mapped to plain functions.
+
+Each subcommand is a function `cmd_<name>(args) -> int` whose docstring's first line is its help
+text; `build_parser` wires their arguments. Heavy imports happen inside the functions so that
+`tina --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _csv_ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """Write synthetic task records as contract JSONL."""
+    from tina.contract import write_contract_jsonl
+    from tina.tasks import TASKS, generate_records
+
+    tasks = list(TASKS) if args.task == "all" else args.task.split(",")
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        print(
+            f"error: --task: unknown task(s) {unknown}; choose from {sorted(TASKS)} or 'all'",
+            file=sys.stderr,
+        )
+        return 2
+    records = []
+    for task in tasks:
+        try:
+            records += generate_records(
+                task, args.n, seed=args.seed, style=args.style, difficulties=args.difficulty
+            )
+        except ValueError as exc:
+            print(f"error: --difficulty: {exc}", file=sys.stderr)
+            return 2
+    count = write_contract_jsonl(args.out, records)
+    print(f"wrote {count} records to {args.out}")
+    return 0
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    """Train the embedded reasoning model from scratch (tokenizer + small Qwen2)."""
+    import torch
+
+    from tina.bootstrap import BootstrapConfig, bootstrap
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = BootstrapConfig(seed=args.seed, **({"steps": args.steps} if args.steps else {}))
+    summary = bootstrap(config, Path(args.out))
+    size_mb = (Path(args.out) / "model.safetensors").stat().st_size / 1e6
+    print(
+        f"saved {args.out}: {summary['parameters']:,} parameters, {size_mb:.1f} MB, "
+        f"trained in {summary['train_seconds']:.0f}s, final loss {summary['final_loss']:.4f}"
+    )
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """Chat with a reasoning model; only the answer is shown unless --visible-cot."""
+    from tina.chat import run_chat
+
+    return run_chat(args)
+
+
+def cmd_quality(args: argparse.Namespace) -> int:
+    """Accuracy per task and difficulty with full, cut and no thinking."""
+    from tina.models import embedded_model_dir, load_model
+    from tina.quality import evaluate_quality, markdown_table, seen_questions_of, write_quality
+
+    model_dir = Path(args.model) if args.model else embedded_model_dir()
+    model, tokenizer = load_model(model_dir)
+    started = time.perf_counter()
+    rows = evaluate_quality(
+        model,
+        tokenizer,
+        n=args.n,
+        seen_questions=seen_questions_of(model_dir),
+        progress=lambda line: print(line, flush=True),
+    )
+    csv_path, md_path = write_quality(rows, Path(args.out))
+    print(markdown_table(rows))
+    print(f"wrote {csv_path} and {md_path} in {time.perf_counter() - started:.0f}s")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check configs, tokenizer tags and adapters; report every problem at once."""
+    from tina.validate import default_paths, run_validation
+
+    paths = args.paths or default_paths()
+    report = run_validation(paths, base=args.base)
+    for problem in report.problems:
+        print(problem)
+    if report.problems:
+        count = len(report.problems)
+        print(f"error: {count} problem{'s' if count != 1 else ''} found", file=sys.stderr)
+        return 1
+    print(f"ok: {len(report.files_checked)} files checked")
+    return 0
+
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _add(sub: Any, name: str, fn: Command) -> argparse.ArgumentParser:
+    help_line = (fn.__doc__ or "").strip().splitlines()[0]
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_line, description=help_line)
+    parser.set_defaults(func=fn)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="tina", description="Introspective reasoning for small local LMs."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = _add(sub, "data", cmd_data)
+    p.add_argument("--task", required=True, help="task name, comma-separated names, or 'all'")
+    p.add_argument("--n", type=int, default=100, help="records per task")
+    p.add_argument("--style", choices=("concise", "verbose"), default="concise", help="trace style")
+    p.add_argument("--seed", type=int, default=0, help="generator seed")
+    p.add_argument("--difficulty", type=_csv_ints, default=None, help="difficulties, e.g. 1,2,3")
+    p.add_argument("--out", required=True, help="output JSONL file (written atomically)")
+
+    p = _add(sub, "bootstrap", cmd_bootstrap)
+    p.add_argument("--out", required=True, help="output model directory")
+    p.add_argument("--seed", type=int, default=0, help="seed of data, weights and batch order")
+    p.add_argument(
+        "--steps", type=int, default=None, help="optimizer steps (default: the recipe's)"
+    )
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+
+    p = _add(sub, "chat", cmd_chat)
+    from tina.runtime import add_model_arguments
+
+    add_model_arguments(p)
+    p.add_argument("--prompt", default=None, help="answer this one question and exit")
+    p.add_argument("--no-stream", action="store_true", help="print the answer only when complete")
+    p.add_argument("--visible-cot", action="store_true", help="show the thinking too")
+    p.add_argument(
+        "--budget", type=int, default=None, help="fixed think budget (skips the heads' budget)"
+    )
+    p.add_argument("--max-answer-tokens", type=int, default=None, help="answer token cap")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed")
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object: answer and telemetry"
+    )
+
+    p = _add(sub, "quality", cmd_quality)
+    p.add_argument("--model", default=None, help="local HF model directory (default: embedded)")
+    p.add_argument("--n", type=int, default=100, help="held-out items per task and difficulty")
+    p.add_argument("--out", default="artifacts", help="directory for quality.csv and quality.md")
+
+    p = _add(sub, "validate", cmd_validate)
+    p.add_argument(
+        "paths", nargs="*", help="model/adapter dirs or config files (default: shipped + embedded)"
+    )
+    p.add_argument("--base", default=None, help="base model directory for adapter checks")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse `argv` and run the chosen subcommand; returns its exit code."""
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,207 @@
+"""The introspection parts as one unit: attach to a model, find trainables, save, load.
+
+What it does:
+- `IntrospectionConfig` (saved as `introspection_config.json`): where side adapters go, where
+  the heads tap, and their hyper-parameters;
+- `attach_introspection(model, config)` builds the side adapters and metacognitive heads, hooks
+  them into the model's decoder layers (adapters first, then taps, so the heads see the adapted
+  states) and registers them as the submodule `tina_introspection`, so that every trainable
+  parameter of Tina is found by the one prefix `INTROSPECTION_PREFIX` (`trainable_parameters`,
+  `freeze_base`);
+- `save_introspection` writes only the introspection weights (`introspection.safetensors`) and
+  config, atomically; `load_introspection` reads them back onto a model, with errors that name
+  the file;
+- `load_introspective_model(models_root, base, adapter, subfolder)`: a local base HF model
+  directory, a PEFT LoRA adapter on top when the adapter directory holds `adapter_config.json`
+  (the Tina checkpoints' layout, e.g. `model/Tina/checkpoint-2000`), and the introspection parts
+  when present (in the adapter directory, else the base directory). Device and dtype follow the
+  base; the heads and adapters compute in float32.
+
+What it does not do: decoding (the engine) or training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tina.metacog_heads import HeadsConfig, MetacogHeads, attach_taps, resolve_taps
+from tina.models import load_model
+from tina.side_adapters import AdapterConfig, attach_side_adapters, decoder_layers
+
+INTROSPECTION_PREFIX = "tina_introspection."
+WEIGHTS_NAME = "introspection.safetensors"
+CONFIG_NAME = "introspection_config.json"
+
+
+@dataclass
+class IntrospectionConfig:
+    """Where and how the introspection parts attach."""
+
+    adapter_layers: list[float] = field(
+        default_factory=lambda: [0.25, 0.5, 0.75, 1.0]
+    )  #: depth fractions or layer indices
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)  #: side adapter settings
+    heads: HeadsConfig = field(default_factory=HeadsConfig)  #: metacognitive head settings
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> IntrospectionConfig:
+        known = {"adapter_layers", "adapter", "heads"}
+        unknown = sorted(set(payload) - known)
+        if unknown:
+            raise ValueError(f"unknown introspection config keys {unknown}")
+        return cls(
+            adapter_layers=list(payload.get("adapter_layers", [0.25, 0.5, 0.75, 1.0])),
+            adapter=AdapterConfig(**payload.get("adapter", {})),
+            heads=HeadsConfig(**payload.get("heads", {})),
+        )
+
+
+class Introspection(nn.Module):
+    """Side adapters + metacognitive heads attached to one model (see module docstring)."""
+
+    def __init__(self, model: Any, config: IntrospectionConfig) -> None:
+        super().__init__()
+        self.config = config
+        n_layers = len(decoder_layers(model))
+        self.adapter_layers = resolve_taps(config.adapter_layers, n_layers)
+        self.tap_layers = resolve_taps(config.heads.taps, n_layers)
+        adapters, adapter_handles = attach_side_adapters(model, self.adapter_layers, config.adapter)
+        self.adapters = adapters
+        device = next(model.parameters()).device
+        self.heads = MetacogHeads(int(model.config.hidden_size), self.tap_layers, config.heads).to(
+            device
+        )
+        self._handles = adapter_handles + attach_taps(model, self.tap_layers)
+
+    def detach(self) -> None:
+        """Remove the hooks: the model behaves as if nothing had been attached."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+def _inner_model(model: Any) -> Any:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def attach_introspection(model: Any, config: IntrospectionConfig | None = None) -> Introspection:
+    """Attach fresh introspection parts to `model` (see module docstring); returns them."""
+    inner = _inner_model(model)
+    if hasattr(inner, "tina_introspection"):
+        raise ValueError("this model already has introspection parts attached")
+    intro = Introspection(model, config or IntrospectionConfig())
+    intro.train(inner.training)  # follow the model's mode: eval gates are deterministic
+    inner.add_module("tina_introspection", intro)
+    return intro
+
+
+def trainable_parameters(model: Any) -> list[tuple[str, nn.Parameter]]:
+    """(name, parameter) of every introspection parameter: those under the one prefix."""
+    return [
+        (n, p)
+        for n, p in _inner_model(model).named_parameters()
+        if n.startswith(INTROSPECTION_PREFIX)
+    ]
+
+
+def freeze_base(model: Any) -> None:
+    """requires_grad only for introspection parameters; everything else is frozen."""
+    for name, param in _inner_model(model).named_parameters():
+        param.requires_grad_(name.startswith(INTROSPECTION_PREFIX))
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_introspection(intro: Introspection, directory: str | Path) -> None:
+    """Write `introspection.safetensors` and `introspection_config.json` (only these weights)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in intro.state_dict().items()}
+    _atomic_write(
+        directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"})
+    )
+    payload = json.dumps(intro.config.to_dict(), indent=2) + "\n"
+    _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(payload))
+
+
+def load_introspection(model: Any, directory: str | Path) -> Introspection:
+    """Attach the introspection parts saved in `directory` to `model`."""
+    directory = Path(directory)
+    config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing (introspection parts need both files)")
+    try:
+        config = IntrospectionConfig.from_dict(json.loads(config_path.read_text()))
+    except (json.JSONDecodeError, TypeError, ValueError) as exc:
+        raise ValueError(f"{config_path}: invalid introspection config: {exc}") from None
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"{weights_path}: cannot read safetensors: {exc}") from None
+    intro = attach_introspection(model, config)
+    try:
+        intro.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        intro.detach()
+        delattr(_inner_model(model), "tina_introspection")
+        raise ValueError(f"{weights_path}: weights do not match {config_path}: {exc}") from None
+    return intro
+
+
+def load_introspective_model(
+    models_root: str | Path,
+    base: str,
+    adapter: str | None = None,
+    subfolder: str | None = None,
+    device: str | None = None,
+) -> tuple[Any, Any, Introspection | None]:
+    """(model, tokenizer, introspection or None) from local directories; see module docstring."""
+    root = Path(models_root)
+    base_dir = root / base
+    model, tokenizer = load_model(base_dir, device=device)
+    search = [base_dir]
+    if adapter is not None:
+        adapter_dir = root / adapter / subfolder if subfolder else root / adapter
+        if not adapter_dir.is_dir():
+            raise FileNotFoundError(f"{adapter_dir}: adapter directory not found")
+        if (adapter_dir / "adapter_config.json").is_file():
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+            model.eval()
+        elif not (adapter_dir / CONFIG_NAME).is_file():
+            raise FileNotFoundError(
+                f"{adapter_dir}: holds neither adapter_config.json (PEFT LoRA) nor {CONFIG_NAME}"
+            )
+        search.insert(0, adapter_dir)
+    intro = None
+    for directory in search:
+        if (directory / CONFIG_NAME).is_file() or (directory / WEIGHTS_NAME).is_file():
+            intro = load_introspection(model, directory)
+            break
+    if intro is not None:
+        intro.to(next(model.parameters()).device)
+        intro.eval()
+    return model, tokenizer, intro

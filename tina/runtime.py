@@ -1,0 +1,70 @@
+"""Build the engine a command runs: model (+ PEFT LoRA + introspection parts), service config,
+calibration. Chat, observation, HTTP serving, sweeps and calibration all start here, so they
+load the same things the same way.
+
+What it does not do: decode (see `tina.engine`) or parse command lines (see `tina.cli`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from tina.calibration import load_calibration
+from tina.engine import Engine, EngineConfig
+from tina.introspection import load_introspective_model
+from tina.models import embedded_model_dir
+from tina.service_config import ServiceConfig, load_service_config
+
+
+def add_model_arguments(parser: Any) -> None:
+    """The model/config flags every engine-running command shares (the seeds' names)."""
+    parser.add_argument(
+        "--models-root", default=None, help="directory holding the base and adapter directories"
+    )
+    parser.add_argument(
+        "--base",
+        default=None,
+        help="base HF model directory under --models-root (default: embedded)",
+    )
+    parser.add_argument(
+        "--adapter",
+        default=None,
+        help="PEFT LoRA and/or introspection directory under --models-root",
+    )
+    parser.add_argument(
+        "--subfolder", default=None, help="checkpoint subfolder of --adapter, e.g. checkpoint-2000"
+    )
+    parser.add_argument(
+        "--calibration", default=None, help="calibration JSON (default: the service config's)"
+    )
+    parser.add_argument(
+        "--service-config", default=None, help="service config JSON (default: the shipped one)"
+    )
+    parser.add_argument("--budget-cap", type=int, default=None, help="largest think budget")
+    parser.add_argument(
+        "--device", default=None, help="torch device (default: cuda if available, else cpu)"
+    )
+
+
+def load_engine(args: Any, service: ServiceConfig | None = None) -> tuple[Engine, ServiceConfig]:
+    """The engine for parsed `add_model_arguments` flags; returns it with the service config."""
+    service = service or load_service_config(args.service_config)
+    base = args.base or service.model.base
+    if base is None:
+        root, base = embedded_model_dir().parent, embedded_model_dir().name
+        adapter, subfolder = None, None
+    else:
+        root = Path(args.models_root or service.model.models_root or ".")
+        adapter = args.adapter or service.model.adapter
+        subfolder = args.subfolder or service.model.subfolder
+    model, tokenizer, intro = load_introspective_model(
+        root, base, adapter, subfolder, device=args.device
+    )
+    calibration_path = args.calibration or service.calibration_path
+    calibration = load_calibration(calibration_path) if calibration_path else None
+    config = EngineConfig.from_service_config(service)
+    if args.budget_cap is not None:
+        config = replace(config, budget_cap=args.budget_cap)
+    return Engine(model, tokenizer, intro, config, calibration), service

@@ -1,0 +1,413 @@
+"""The service configuration: one dataclass, one JSON file, one loader for serve, eval, training.
+
+What it does:
+- `ServiceConfig` (with nested `Limits`, `AuthConfig`, `ModelRef`): stop sequences, default
+  visibility of the chain of thought (hidden), think-budget slack, calibration file, host/port,
+  request limits, authentication and which model to load. Each dataclass checks its values in
+  `__post_init__` and raises a `ConfigError` listing every bad field;
+- the shipped default, `tina/config/service_config.json` (the repository's `config/` is a link
+  to `tina/config/`), read through importlib.resources (`shipped_service_config_path`);
+- `load_service_config(path=None)`: the one loader. It reads strict JSON (no NaN/Infinity, no
+  duplicate keys), validates it against `tina/schemas/service_config.schema.json` (draft
+  2020-12; unknown keys are errors), then builds the dataclass; any failure is a `ConfigError`
+  whose message lists every problem as `file: field: message`;
+- shared helpers for the other config files: `Problem`, `schema_validator(name)` for the
+  schemas shipped in `tina/schemas/`, `schema_problems`, `read_json_file`.
+
+What it does not do: cross-file checks (tokenizer tags, id coherence, adapters: see
+`tina.validate`), nor read the API keys' values at load time (`AuthConfig.api_keys()` reads the
+named environment variable when called).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from tina.tags import STOP_SEQUENCES
+
+SERVICE_CONFIG_NAME = "service_config.json"
+SERVICE_CONFIG_SCHEMA = "service_config.schema.json"
+GENERATION_CONFIG_SCHEMA = "generation_config.schema.json"
+ADAPTER_CONFIG_SCHEMA = "adapter_config.schema.json"
+INTROSPECTION_CONFIG_SCHEMA = "introspection_config.schema.json"
+
+#: The field name used for problems of a whole file (unreadable, not JSON).
+FILE_FIELD = "(file)"
+#: The field name used for problems of the top-level JSON value.
+ROOT_FIELD = "(root)"
+
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MAX_MESSAGE_CHARS = 300
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in a config: `str(problem)` is `"file: field: message"`."""
+
+    file: str  #: the file (as given or resolved), or the dataclass name for in-memory values
+    field: str  #: dotted field path (`limits.max_queue`, `stop_sequences[1]`), or `(file)`
+    message: str  #: what is wrong
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.field}: {self.message}"
+
+
+class ConfigError(ValueError):
+    """A config with one or more problems; `problems` holds them all, `str()` lists them, one
+    `file: field: message` per line."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.problems,))
+
+
+# --- value checks (shared by the dataclasses) --------------------------------------------------
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _int_problem(value: Any, low: int, high: int | None = None) -> str | None:
+    if not _is_int(value):
+        return f"expected an integer, got {value!r}"
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        return f"must be {bound}, got {value}"
+    return None
+
+
+def _number_problem(value: Any, low: float, high: float | None = None) -> str | None:
+    if not _is_number(value) or value != value:
+        return f"expected a number, got {value!r}"
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        return f"must be {bound}, got {value}"
+    return None
+
+
+def _str_problem(value: Any, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value:
+        return f"expected a non-empty string{' or null' if optional else ''}, got {value!r}"
+    return None
+
+
+def _bool_problem(value: Any) -> str | None:
+    return None if isinstance(value, bool) else f"expected true or false, got {value!r}"
+
+
+def _raise_if(owner: str, problems: list[tuple[str, str | None]]) -> None:
+    found = [Problem(owner, name, message) for name, message in problems if message is not None]
+    if found:
+        raise ConfigError(found)
+
+
+# --- the dataclasses ----------------------------------------------------------------------------
+
+
+@dataclass
+class Limits:
+    """Request and batching limits of the service."""
+
+    max_body_bytes: int = 1_048_576  #: largest request body accepted, in bytes
+    max_prompt_chars: int = 8192  #: longest prompt accepted, in characters
+    max_tokens: int = 512  #: most tokens (think + answer) one request may generate
+    max_queue: int = 64  #: most requests waiting for a batch before new ones are refused
+    batch_window_ms: float = 5.0  #: how long the batcher waits to fill a batch, in milliseconds
+    max_batch_size: int = 8  #: most requests decoded together in one batch
+
+    def __post_init__(self) -> None:
+        _raise_if(
+            "Limits",
+            [
+                ("max_body_bytes", _int_problem(self.max_body_bytes, 1)),
+                ("max_prompt_chars", _int_problem(self.max_prompt_chars, 1)),
+                ("max_tokens", _int_problem(self.max_tokens, 1)),
+                ("max_queue", _int_problem(self.max_queue, 1)),
+                ("batch_window_ms", _number_problem(self.batch_window_ms, 0)),
+                ("max_batch_size", _int_problem(self.max_batch_size, 1)),
+            ],
+        )
+
+
+@dataclass
+class AuthConfig:
+    """Authentication: API keys come from an environment variable, never from the file."""
+
+    api_keys_env: str = "TINA_API_KEYS"  #: name of the env var holding comma-separated API keys
+    require_auth: bool = False  #: refuse requests without a valid key
+
+    def __post_init__(self) -> None:
+        env_problem = _str_problem(self.api_keys_env)
+        if env_problem is None and not _ENV_NAME_RE.match(self.api_keys_env):
+            env_problem = f"not an environment variable name: {self.api_keys_env!r}"
+        _raise_if(
+            "AuthConfig",
+            [("api_keys_env", env_problem), ("require_auth", _bool_problem(self.require_auth))],
+        )
+
+    def api_keys(self, environ: dict[str, str] | None = None) -> list[str]:
+        """The API keys now in the environment variable (comma-separated; blanks dropped)."""
+        raw = (os.environ if environ is None else environ).get(self.api_keys_env, "")
+        return [key.strip() for key in raw.split(",") if key.strip()]
+
+
+@dataclass
+class ModelRef:
+    """Which model to serve: all unset means the embedded model (see
+    `tina.introspection.load_introspective_model` for the layout)."""
+
+    models_root: str | None = None  #: directory the names below are relative to (None: cwd)
+    base: str | None = None  #: base HF model directory (None: the embedded model)
+    adapter: str | None = None  #: PEFT LoRA / introspection directory on top of the base
+    subfolder: str | None = None  #: subfolder of the adapter directory (e.g. `checkpoint-2000`)
+
+    def __post_init__(self) -> None:
+        problems: list[tuple[str, str | None]] = [
+            (name, _str_problem(getattr(self, name), optional=True))
+            for name in ("models_root", "base", "adapter", "subfolder")
+        ]
+        if self.adapter is not None and self.base is None:
+            problems.append(("adapter", "an adapter needs a base: set model.base"))
+        if self.subfolder is not None and self.adapter is None:
+            problems.append(("subfolder", "a subfolder needs an adapter: set model.adapter"))
+        _raise_if("ModelRef", problems)
+
+
+def _default_stops() -> list[str]:
+    return list(STOP_SEQUENCES)
+
+
+@dataclass
+class ServiceConfig:
+    """Everything the service, evaluation and training share about decoding and serving."""
+
+    stop_sequences: list[str] = field(
+        default_factory=_default_stops
+    )  #: must hold `</think>` and `</answer>`
+    visible_cot: bool = False  #: show the chain of thought by default (hidden unless asked)
+    slack_ratio: float = 0.15  #: think budget slack: the cut comes at budget · (1 + slack), 0–4
+    min_think: int = 0  #: fewest think tokens before `</think>` may be accepted
+    budget_cap: int = 384  #: most think tokens before `</think>` is forced
+    max_answer_tokens: int = 64  #: answer token cap
+    calibration_path: str | None = None  #: confidence calibration JSON (None: uncalibrated)
+    host: str = "127.0.0.1"  #: address the HTTP service binds
+    port: int = 8000  #: port the HTTP service binds
+    limits: Limits = field(default_factory=Limits)  #: request and batching limits
+    auth: AuthConfig = field(default_factory=AuthConfig)  #: API-key authentication
+    model: ModelRef = field(default_factory=ModelRef)  #: which model to load
+
+    def __post_init__(self) -> None:
+        problems: list[tuple[str, str | None]] = []
+        stops = self.stop_sequences
+        if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
+            problems.append(
+                ("stop_sequences", f"expected a list of non-empty strings, got {stops!r}")
+            )
+        else:
+            for required in STOP_SEQUENCES:
+                if required not in stops:
+                    problems.append(("stop_sequences", f"must include {required!r}"))
+            if len(set(stops)) != len(stops):
+                problems.append(("stop_sequences", "duplicate entries"))
+        problems += [
+            ("visible_cot", _bool_problem(self.visible_cot)),
+            ("slack_ratio", _number_problem(self.slack_ratio, 0, 4)),
+            ("min_think", _int_problem(self.min_think, 0)),
+            ("budget_cap", _int_problem(self.budget_cap, 0)),
+            ("max_answer_tokens", _int_problem(self.max_answer_tokens, 1)),
+            ("calibration_path", _str_problem(self.calibration_path, optional=True)),
+            ("host", _str_problem(self.host)),
+            ("port", _int_problem(self.port, 1, 65535)),
+        ]
+        for name, kind in (("limits", Limits), ("auth", AuthConfig), ("model", ModelRef)):
+            if not isinstance(getattr(self, name), kind):
+                problems.append((name, f"expected a {kind.__name__}"))
+        if (
+            _is_int(self.min_think)
+            and _is_int(self.budget_cap)
+            and self.min_think > self.budget_cap
+        ):
+            problems.append(
+                ("min_think", f"must not exceed budget_cap ({self.min_think} > {self.budget_cap})")
+            )
+        if (
+            isinstance(self.limits, Limits)
+            and _is_int(self.max_answer_tokens)
+            and self.max_answer_tokens > self.limits.max_tokens
+        ):
+            problems.append(
+                (
+                    "max_answer_tokens",
+                    f"must not exceed limits.max_tokens "
+                    f"({self.max_answer_tokens} > {self.limits.max_tokens})",
+                )
+            )
+        _raise_if("ServiceConfig", problems)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; `ServiceConfig.from_dict(c.to_dict()) == c`."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, payload: Any, file: str = "<dict>") -> ServiceConfig:
+        """Schema-check `payload`, then build the config; a `ConfigError` lists every problem,
+        each attributed to `file`."""
+        problems = schema_problems(file, payload, SERVICE_CONFIG_SCHEMA)
+        if problems:
+            raise ConfigError(problems)
+        sections: dict[str, Any] = {}
+        for name, kind in (("limits", Limits), ("auth", AuthConfig), ("model", ModelRef)):
+            try:
+                sections[name] = kind(**payload.get(name, {}))
+            except ConfigError as exc:
+                problems += [Problem(file, f"{name}.{p.field}", p.message) for p in exc.problems]
+                sections[name] = kind()
+        top = {k: v for k, v in payload.items() if k not in sections}
+        try:
+            config = cls(**top, **sections)
+        except ConfigError as exc:
+            problems += [Problem(file, p.field, p.message) for p in exc.problems]
+        if problems:
+            raise ConfigError(problems)
+        return config
+
+
+# --- files and schemas --------------------------------------------------------------------------
+
+
+def shipped_service_config_path() -> Path:
+    """The service config shipped inside the package (`tina/config/service_config.json`)."""
+    return Path(str(resources.files("tina") / "config" / SERVICE_CONFIG_NAME))
+
+
+@cache
+def _schema_text(name: str) -> str:
+    return (resources.files("tina") / "schemas" / name).read_text(encoding="utf-8")
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    """A schema shipped in `tina/schemas/` by file name (a fresh copy on each call)."""
+    schema: dict[str, Any] = json.loads(_schema_text(name))
+    return schema
+
+
+@cache
+def schema_validator(name: str) -> Draft202012Validator:
+    """A draft 2020-12 validator for the shipped schema `name` (checked and built once)."""
+    schema = load_schema(name)
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def _shorten(message: str) -> str:
+    if len(message) <= _MAX_MESSAGE_CHARS:
+        return message
+    return message[: _MAX_MESSAGE_CHARS - 1] + "…"
+
+
+def format_field(parts: Any) -> str:
+    """`["limits", "max_queue"]` → `limits.max_queue`; `["stops", 1]` → `stops[1]`;
+    nothing → `(root)`."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or ROOT_FIELD
+
+
+def schema_problems(file: str, instance: Any, schema_name: str) -> list[Problem]:
+    """Every violation of the shipped schema `schema_name` by `instance`, by field: an unknown
+    key is reported at its own field, a missing `contains` constant by name."""
+    validator = schema_validator(schema_name)
+    problems: list[Problem] = []
+    for error in validator.iter_errors(instance):
+        parts = list(error.absolute_path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            known = set(error.schema.get("properties", {}))
+            for key in sorted(k for k in error.instance if k not in known):
+                problems.append(Problem(file, format_field([*parts, key]), "unknown key"))
+            continue
+        contains = error.validator_value if error.validator == "contains" else None
+        if isinstance(contains, dict) and "const" in contains:
+            message = f"must include {contains['const']!r}"
+        else:
+            message = _shorten(error.message)
+        problems.append(Problem(file, format_field(parts), message))
+    return sorted(problems, key=lambda p: (p.field, p.message))
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def read_json_file(path: str | Path) -> tuple[Any, Problem | None]:
+    """(value, None) from a strict JSON file (no NaN/Infinity, no duplicate keys), or
+    (None, problem) naming the file, with field `(file)`, when it cannot be read or parsed."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, Problem(file, FILE_FIELD, "file not found")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, Problem(file, FILE_FIELD, f"cannot read: {exc}")
+    try:
+        value = json.loads(
+            text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys
+        )
+    except json.JSONDecodeError as exc:
+        return None, Problem(
+            file, FILE_FIELD, f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        )
+    except (ValueError, RecursionError) as exc:
+        return None, Problem(file, FILE_FIELD, f"invalid JSON: {_shorten(str(exc))}")
+    return value, None
+
+
+def check_service_config(path: str | Path) -> tuple[ServiceConfig | None, list[Problem]]:
+    """(config, []) for a good service config file, else (None, every problem found)."""
+    payload, problem = read_json_file(path)
+    if problem is not None:
+        return None, [problem]
+    try:
+        return ServiceConfig.from_dict(payload, file=str(path)), []
+    except ConfigError as exc:
+        return None, exc.problems
+
+
+def load_service_config(path: str | Path | None = None) -> ServiceConfig:
+    """The service config at `path` (default: the shipped one), schema-checked; raises
+    `ConfigError` listing every problem as `file: field: message`."""
+    config, problems = check_service_config(shipped_service_config_path() if path is None else path)
+    if config is None:
+        raise ConfigError(problems)
+    return config
