@@ -44,3 +44,48 @@ def test_unknown_flag_is_an_error(capsys):
         main(["chat", "--no-such-flag"])
     assert exc.value.code == 2
     assert "--no-such-flag" in capsys.readouterr().err
+
+
+def test_chat_json_gives_answer_and_telemetry(capsys):
+    import json
+
+    assert main(["chat", "--prompt", "Add 37 and 45", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["answer"] == "82"
+    telemetry = payload["telemetry"]
+    for key in (
+        "plan",
+        "predicted_budget",
+        "budget",
+        "think_tokens",
+        "answer_tokens",
+        "confidence_before",
+        "confidence_after",
+        "gate_activity",
+        "gate_coverage",
+        "latency_s",
+        "tokens_per_s",
+        "leaked",
+    ):
+        assert key in telemetry
+    assert telemetry["think_tokens"] > 0 and telemetry["leaked"] is False
+
+
+def test_chat_fixed_budget_zero_skips_thinking(capsys):
+    import json
+
+    assert main(["chat", "--prompt", "Add 3 and 4", "--json", "--budget", "0"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["telemetry"]["think_tokens"] == 0 and payload["answer"] == "7"
+
+
+def test_chat_missing_calibration_file_is_an_error(tmp_path, capsys):
+    code = main(["chat", "--prompt", "x", "--calibration", str(tmp_path / "nope.json")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "nope.json" in err and "file not found" in err and "Traceback" not in err
+
+
+def test_chat_missing_model_directory_is_an_error(tmp_path, capsys):
+    assert main(["chat", "--prompt", "x", "--models-root", str(tmp_path), "--base", "Nope"]) == 2
+    assert "not a model directory" in capsys.readouterr().err

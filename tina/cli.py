@@ -76,6 +76,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return run_chat(args)
 
 
+def cmd_observe(args: argparse.Namespace) -> int:
+    """Run prompts through the engine and write structured JSONL observation logs."""
+    from tina.observe import run_observe
+
+    return run_observe(args)
+
+
 def cmd_quality(args: argparse.Namespace) -> int:
     """Accuracy per task and difficulty with full, cut and no thinking."""
     from tina.models import embedded_model_dir, load_model
@@ -164,6 +171,49 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print one JSON object: answer and telemetry"
     )
 
+    p = _add(sub, "observe", cmd_observe)
+    from tina.observe import DEFAULT_BATCH_SIZE, DEFAULT_JSONL_OUT, parse_bool
+    from tina.runtime import add_model_arguments
+
+    add_model_arguments(p)
+    p.add_argument("--prompt", action="append", default=None, help="a question to run (repeatable)")
+    p.add_argument(
+        "--prompts-file", default=None, help="file of questions, one per line (blank lines skipped)"
+    )
+    p.add_argument(
+        "--jsonl-out",
+        default=DEFAULT_JSONL_OUT,
+        help=f"JSONL log to append to (default: {DEFAULT_JSONL_OUT})",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"prompts per engine batch (default: {DEFAULT_BATCH_SIZE})",
+    )
+    p.add_argument(
+        "--visible-cot",
+        type=parse_bool,
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="BOOL",
+        help="show the thinking (alone, or true/false; default: the service config's)",
+    )
+    p.add_argument(
+        "--debug-per-layer", action="store_true", help="log the heads' outputs per tapped layer"
+    )
+    p.add_argument(
+        "--log-raw", action="store_true", help="write logs unredacted (default: redact PII)"
+    )
+    p.add_argument(
+        "--budget", type=int, default=None, help="fixed think budget (skips the heads' budget)"
+    )
+    p.add_argument("--max-answer-tokens", type=int, default=None, help="answer token cap")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed")
+
     p = _add(sub, "quality", cmd_quality)
     p.add_argument("--model", default=None, help="local HF model directory (default: embedded)")
     p.add_argument("--n", type=int, default=100, help="held-out items per task and difficulty")
@@ -178,9 +228,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse `argv` and run the chosen subcommand; returns its exit code."""
+    """Parse `argv` and run the chosen subcommand; returns its exit code.
+
+    Bad input a user can fix (a missing file, a broken config, calibration or data file) is
+    reported in one line naming the file, with exit code 2, not as a traceback."""
+    from tina.calibration import CalibrationError
+    from tina.contract import ContractError
+    from tina.service_config import ConfigError
+
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except (CalibrationError, ConfigError, ContractError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return code
 
 
