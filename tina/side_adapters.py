@@ -165,6 +165,7 @@ def _hook(adapter: SideAdapter) -> Any:
         if not bool(mask.any()):
             adapter.last_activity = adapter.last_coverage = 0.0
             adapter.last_rows = None
+            adapter.last_expected_l0 = None  # nothing ran: no sparsity term from this forward
             return None
         new = adapter(hidden, mask)
         return (new, *output[1:]) if isinstance(output, tuple) else new
