@@ -120,6 +120,40 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train the introspection parts (phases from train_config.yaml), resumable."""
+    from tina.trainer import TrainConfigError, load_train_config, train
+
+    overrides: dict[str, Any] = {}
+    if args.one_cycle:
+        if not args.data:
+            print("error: --one-cycle needs --data FILE", file=sys.stderr)
+            return 2
+        overrides = {"steps": args.steps or 20, "save_every": args.steps or 20, "log_every": 5}
+    elif args.steps:
+        overrides["steps"] = args.steps
+    if args.data:
+        overrides["train_data"] = args.data
+    if args.output_dir:
+        overrides["output_dir"] = args.output_dir
+    try:
+        config = load_train_config(args.train_config, overrides)
+    except TrainConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not config.train_data:
+        print(
+            f"error: {args.train_config}: train_data: no training data given (or use --data)",
+            file=sys.stderr,
+        )
+        return 2
+    summary = train(config, resume=args.resume, progress=not args.no_progress)
+    if summary:
+        shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}
+        print(f"done: {shown}")
+    return 0
+
+
 Command = Callable[[argparse.Namespace], int]
 
 
@@ -213,6 +247,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
     p.add_argument("--seed", type=int, default=None, help="sampling seed")
+
+    p = _add(sub, "train", cmd_train)
+    p.add_argument(
+        "--train-config",
+        default="train_config.yaml",
+        help="training YAML (default: ./train_config.yaml)",
+    )
+    p.add_argument(
+        "--steps", type=int, default=None, help="total optimizer steps (overrides the config)"
+    )
+    p.add_argument("--data", default=None, help="contract JSONL to train on (overrides the config)")
+    p.add_argument("--output-dir", default=None, help="checkpoints and metrics directory")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument(
+        "--one-cycle", action="store_true", help="smoke run: a few phase-A steps on --data"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = _add(sub, "quality", cmd_quality)
     p.add_argument("--model", default=None, help="local HF model directory (default: embedded)")

@@ -237,7 +237,9 @@ class Engine:
                     attention,
                     next_pos[:, None],
                     cache,
-                    think_mask=think_mask if any(think_flags) and self.introspection else None,
+                    think_mask=think_mask
+                    if any(think_flags) and self.introspection is not None
+                    else None,
                 )
             self._collect_gates(rows, think_flags)
             if (closing or at_cap) and self.introspection is not None:
