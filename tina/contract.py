@@ -235,9 +235,13 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _parse_line(text: str) -> Any:
-    """Strict JSON: no NaN/Infinity, no duplicate keys (ValueError says which)."""
+def parse_strict_json(text: str) -> Any:
+    """Strict JSON, for every file Tina reads: no NaN/Infinity, no duplicate keys (a ValueError
+    says which; malformed JSON is a json.JSONDecodeError, itself a ValueError)."""
     return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys)
+
+
+_parse_line = parse_strict_json
 
 
 def _check_line(content: bytes) -> tuple[dict[str, Any] | None, str, str]:

@@ -32,6 +32,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from tina.contract import parse_strict_json
 from tina.tags import STOP_SEQUENCES
 
 SERVICE_CONFIG_NAME = "service_config.json"
@@ -357,19 +358,6 @@ def schema_problems(file: str, instance: Any, schema_name: str) -> list[Problem]
     return sorted(problems, key=lambda p: (p.field, p.message))
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
 def read_json_file(path: str | Path) -> tuple[Any, Problem | None]:
     """(value, None) from a strict JSON file (no NaN/Infinity, no duplicate keys), or
     (None, problem) naming the file, with field `(file)`, when it cannot be read or parsed."""
@@ -381,9 +369,7 @@ def read_json_file(path: str | Path) -> tuple[Any, Problem | None]:
     except (OSError, UnicodeDecodeError) as exc:
         return None, Problem(file, FILE_FIELD, f"cannot read: {exc}")
     try:
-        value = json.loads(
-            text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys
-        )
+        value = parse_strict_json(text)
     except json.JSONDecodeError as exc:
         return None, Problem(
             file, FILE_FIELD, f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
