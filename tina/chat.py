@@ -16,7 +16,7 @@ import sys
 from typing import Any, TextIO
 
 from tina.engine import ANSWER, THINK, Engine, Request
-from tina.runtime import load_engine
+from tina.runtime import load_engine, request_from_args
 from tina.tags import tag_ids
 
 
@@ -75,15 +75,7 @@ def run_chat(args: Any) -> int:
     engine, _ = load_engine(args)
 
     def request(question: str) -> Request:
-        return Request(
-            prompt=question,
-            budget=args.budget,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            seed=args.seed,
-            visible_cot=True if args.visible_cot else None,
-            max_answer_tokens=args.max_answer_tokens,
-        )
+        return request_from_args(args, question, True if args.visible_cot else None)
 
     options = {"stream": not args.no_stream, "as_json": args.json, "out": sys.stdout}
     if args.prompt is not None:

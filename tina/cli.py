@@ -188,26 +188,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
 
     p = _add(sub, "chat", cmd_chat)
-    from tina.runtime import add_model_arguments
+    from tina.runtime import add_decoding_arguments, add_model_arguments
 
     add_model_arguments(p)
     p.add_argument("--prompt", default=None, help="answer this one question and exit")
     p.add_argument("--no-stream", action="store_true", help="print the answer only when complete")
     p.add_argument("--visible-cot", action="store_true", help="show the thinking too")
-    p.add_argument(
-        "--budget", type=int, default=None, help="fixed think budget (skips the heads' budget)"
-    )
-    p.add_argument("--max-answer-tokens", type=int, default=None, help="answer token cap")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
-    p.add_argument("--seed", type=int, default=None, help="sampling seed")
+    add_decoding_arguments(p)
     p.add_argument(
         "--json", action="store_true", help="print one JSON object: answer and telemetry"
     )
 
     p = _add(sub, "observe", cmd_observe)
     from tina.observe import DEFAULT_BATCH_SIZE, DEFAULT_JSONL_OUT, parse_bool
-    from tina.runtime import add_model_arguments
+    from tina.runtime import add_decoding_arguments, add_model_arguments
 
     add_model_arguments(p)
     p.add_argument("--prompt", action="append", default=None, help="a question to run (repeatable)")
@@ -240,13 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--log-raw", action="store_true", help="write logs unredacted (default: redact PII)"
     )
-    p.add_argument(
-        "--budget", type=int, default=None, help="fixed think budget (skips the heads' budget)"
-    )
-    p.add_argument("--max-answer-tokens", type=int, default=None, help="answer token cap")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
-    p.add_argument("--seed", type=int, default=None, help="sampling seed")
+    add_decoding_arguments(p)
 
     p = _add(sub, "train", cmd_train)
     p.add_argument(

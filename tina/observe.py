@@ -151,8 +151,7 @@ def read_prompts(prompts: Sequence[str] | None, prompts_file: str | None) -> lis
 
 def run_observe(args: Any) -> int:
     """Entry of `tina observe` (arguments from the CLI parser)."""
-    from tina.engine import Request
-    from tina.runtime import load_engine
+    from tina.runtime import load_engine, request_from_args
 
     if args.batch_size < 1:
         print(f"error: --batch-size: expected >= 1, got {args.batch_size}", file=sys.stderr)
@@ -170,15 +169,7 @@ def run_observe(args: Any) -> int:
     written = 0
     for start in range(0, len(prompts), args.batch_size):
         requests = [
-            Request(
-                prompt=prompt,
-                budget=args.budget,
-                temperature=args.temperature,
-                top_p=args.top_p,
-                seed=args.seed,
-                visible_cot=visible,
-                max_answer_tokens=args.max_answer_tokens,
-            )
+            request_from_args(args, prompt, visible)
             for prompt in prompts[start : start + args.batch_size]
         ]
         results = engine.generate(requests)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tina.calibration import load_calibration
-from tina.engine import Engine, EngineConfig
+from tina.engine import Engine, EngineConfig, Request
 from tina.introspection import load_introspective_model
 from tina.models import embedded_model_dir
 from tina.service_config import ServiceConfig, load_service_config
@@ -68,3 +68,27 @@ def load_engine(args: Any, service: ServiceConfig | None = None) -> tuple[Engine
     if args.budget_cap is not None:
         config = replace(config, budget_cap=args.budget_cap)
     return Engine(model, tokenizer, intro, config, calibration), service
+
+
+def add_decoding_arguments(parser: Any) -> None:
+    """The per-request decoding flags chat and observe share."""
+    parser.add_argument(
+        "--budget", type=int, default=None, help="fixed think budget (skips the heads' budget)"
+    )
+    parser.add_argument("--max-answer-tokens", type=int, default=None, help="answer token cap")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
+    parser.add_argument("--seed", type=int, default=None, help="sampling seed")
+
+
+def request_from_args(args: Any, prompt: str, visible_cot: bool | None) -> Request:
+    """An engine request for `prompt` with the `add_decoding_arguments` flags."""
+    return Request(
+        prompt=prompt,
+        budget=args.budget,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        visible_cot=visible_cot,
+        max_answer_tokens=args.max_answer_tokens,
+    )
