@@ -246,7 +246,23 @@ def test_segment_and_masks_small_example(byte_char_tokenizer_with_think: Any) ->
         loss_mask=[0, 0, 1, 1, 1, 1, 1, 1, 1],
         think_mask=[0, 0, 1, 1, 0, 0, 0, 0, 0],
         answer_mask=[0, 0, 0, 0, 0, 0, 1, 0, 0],
+        reflect_mask=[0] * 9,
+        program_mask=[0] * 9,
     )
+
+
+def test_segment_and_masks_marks_reflect_and_program_segments(
+    byte_char_tokenizer_with_think: Any,
+) -> None:
+    tokenizer = byte_char_tokenizer_with_think
+    ensure_reasoning_tokens(tokenizer)
+    text = "Q<think>a<reflect>bc</reflect><program>d</program>e</think><answer>f</answer>"
+    example = segment_and_masks(tokenizer, text)
+    chars = [tokenizer.decode([i]) for i in example.input_ids]
+    inside_reflect = [c for c, m in zip(chars, example.reflect_mask, strict=True) if m]
+    inside_program = [c for c, m in zip(chars, example.program_mask, strict=True) if m]
+    assert inside_reflect == ["b", "c"]
+    assert inside_program == ["d"]
 
 
 def test_segment_and_masks_max_length(byte_char_tokenizer: Any) -> None:

@@ -154,6 +154,83 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Quality, confidence and leakage at fixed think budgets and auto, through the engine."""
+    from tina.runtime import load_engine
+    from tina.sweep import SweepError, load_eval_items, markdown_table, parse_budgets, sweep_engine
+
+    try:
+        budgets = parse_budgets(args.budgets)
+    except ValueError as exc:
+        print(f"error: --budgets: {exc}", file=sys.stderr)
+        return 2
+    items = load_eval_items(args.data, args.split)
+    engine, _ = load_engine(args)
+    try:
+        result = sweep_engine(
+            engine,
+            items,
+            budgets,
+            split=args.split,
+            out_dir=args.out,
+            batch_size=args.batch_size,
+            n_bins=args.n_bins,
+            progress=not args.no_progress,
+            source=args.data,
+        )
+    except SweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(markdown_table(result.rows))
+    print("wrote " + ", ".join(str(p) for p in result.paths.values()))
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Fit confidence temperature, plan thresholds and budget clip on evaluation data."""
+    from tina.calibrate import report_lines, run_calibration
+    from tina.runtime import load_engine
+    from tina.sweep import SweepError, load_eval_items, parse_budgets
+
+    try:
+        (budget,) = parse_budgets(args.budget)
+    except ValueError as exc:
+        print(f"error: --budget: expected one integer ≥ 0 or 'auto' ({exc})", file=sys.stderr)
+        return 2
+    items = load_eval_items(args.data, args.split)
+    engine, _ = load_engine(args)
+    try:
+        fit = run_calibration(
+            engine,
+            items,
+            args.out,
+            budget=budget,
+            batch_size=args.batch_size,
+            n_bins=args.n_bins,
+            progress=not args.no_progress,
+            source=args.data,
+        )
+    except SweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{len(items)} items from {args.data}, budget {budget}")
+    print("\n".join(report_lines(fit)))
+    print(f"wrote {fit.path}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """Plot a budget sweep: quality vs think tokens, reliability, predicted vs used budget."""
+    from tina.plots import plot_sweep
+
+    written, notes = plot_sweep(args.csv, args.out, args.items, n_bins=args.n_bins)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
 Command = Callable[[argparse.Namespace], int]
 
 
@@ -257,6 +334,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="local HF model directory (default: embedded)")
     p.add_argument("--n", type=int, default=100, help="held-out items per task and difficulty")
     p.add_argument("--out", default="artifacts", help="directory for quality.csv and quality.md")
+
+    p = _add(sub, "sweep", cmd_sweep)
+    from tina.runtime import add_model_arguments
+
+    add_model_arguments(p)
+    p.add_argument("--data", required=True, help="contract JSONL of evaluation items")
+    p.add_argument(
+        "--budgets", default="16,32,64", help="think budgets, e.g. 0,16,32,64,auto (auto: heads)"
+    )
+    p.add_argument("--split", default="dev", help="split name (filters records with a split field)")
+    p.add_argument("--out", default="artifacts", help="directory for budget_sweep_<split>.*")
+    p.add_argument("--batch-size", type=int, default=16, help="requests per engine batch")
+    p.add_argument("--n-bins", type=int, default=10, help="equal-width bins of the ECE")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = _add(sub, "calibrate", cmd_calibrate)
+    add_model_arguments(p)
+    p.add_argument("--data", required=True, help="contract JSONL of evaluation items")
+    p.add_argument(
+        "--out",
+        default="artifacts/metacog_calibration.json",
+        help="calibration JSON to write (default: artifacts/metacog_calibration.json)",
+    )
+    p.add_argument("--budget", default="auto", help="think budget of the eval: auto or an integer")
+    p.add_argument("--split", default=None, help="keep only records of this split (if marked)")
+    p.add_argument("--batch-size", type=int, default=16, help="requests per engine batch")
+    p.add_argument("--n-bins", type=int, default=10, help="equal-width bins of the ECE")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = _add(sub, "plot", cmd_plot)
+    p.add_argument("--csv", required=True, help="budget_sweep_<split>.csv from tina sweep")
+    p.add_argument("--out", default="artifacts", help="directory for the PNG files")
+    p.add_argument(
+        "--items", default=None, help="items CSV (default: <csv stem>_items.csv beside --csv)"
+    )
+    p.add_argument("--n-bins", type=int, default=10, help="bins of the reliability diagram")
 
     p = _add(sub, "validate", cmd_validate)
     p.add_argument(

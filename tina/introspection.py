@@ -9,7 +9,9 @@ What it does:
   parameter of Tina is found by the one prefix `INTROSPECTION_PREFIX` (`trainable_parameters`,
   `freeze_base`);
 - `save_introspection` writes only the introspection weights (`introspection.safetensors`) and
-  config, atomically; `load_introspection` reads them back onto a model, with errors that name
+  config, atomically, plus the base parameters training changed, if any (`base_top.safetensors`,
+  the partial unfreeze of late phases); `Introspection.prune_adapters` removes dead adapters;
+  `load_introspection` reads them back onto a model, with errors that name
   the file;
 - `load_introspective_model(models_root, base, adapter, subfolder)`: a local base HF model
   directory, a PEFT LoRA adapter on top when the adapter directory holds `adapter_config.json`
@@ -29,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -40,6 +43,7 @@ from tina.side_adapters import AdapterConfig, attach_side_adapters, decoder_laye
 INTROSPECTION_PREFIX = "tina_introspection."
 WEIGHTS_NAME = "introspection.safetensors"
 CONFIG_NAME = "introspection_config.json"
+BASE_WEIGHTS_NAME = "base_top.safetensors"  #: base weights changed by training (partial unfreeze)
 
 
 @dataclass
@@ -83,13 +87,27 @@ class Introspection(nn.Module):
         self.heads = MetacogHeads(int(model.config.hidden_size), self.tap_layers, config.heads).to(
             device
         )
-        self._handles = adapter_handles + attach_taps(model, self.tap_layers)
+        self._adapter_handles = dict(zip(adapters.keys(), adapter_handles, strict=True))
+        self._handles = attach_taps(model, self.tap_layers)
 
     def detach(self) -> None:
         """Remove the hooks: the model behaves as if nothing had been attached."""
-        for handle in self._handles:
+        for handle in [*self._adapter_handles.values(), *self._handles]:
             handle.remove()
-        self._handles = []
+        self._adapter_handles, self._handles = {}, []
+
+    def prune_adapters(self, keys: list[str]) -> None:
+        """Remove the side adapters on these layers (keys of `self.adapters`): their hooks go,
+        their weights go, and the config lists only the layers kept (as indices), so a saved
+        and reloaded copy has exactly the kept adapters."""
+        unknown = [k for k in keys if k not in self.adapters]
+        if unknown:
+            raise KeyError(f"no side adapter on layers {unknown}")
+        for key in keys:
+            self._adapter_handles.pop(key).remove()
+            del self.adapters[key]
+        self.adapter_layers = [i for i in self.adapter_layers if str(i) not in keys]
+        self.config.adapter_layers = [int(i) for i in self.adapter_layers]
 
 
 def _inner_model(model: Any) -> Any:
@@ -133,10 +151,22 @@ def _atomic_write(path: Path, write: Any) -> None:
         raise
 
 
-def save_introspection(intro: Introspection, directory: str | Path) -> None:
-    """Write `introspection.safetensors` and `introspection_config.json` (only these weights)."""
+def save_introspection(
+    intro: Introspection,
+    directory: str | Path,
+    base_weights: dict[str, Any] | None = None,
+) -> None:
+    """Write `introspection.safetensors` and `introspection_config.json` (only these weights),
+    and, when training changed some base parameters (`base_weights`: name -> tensor, names as in
+    the base model's `named_parameters()`), `base_top.safetensors` with exactly those."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    if base_weights:
+        base = {k: v.detach().cpu().contiguous() for k, v in base_weights.items()}
+        _atomic_write(
+            directory / BASE_WEIGHTS_NAME,
+            lambda tmp: save_file(base, tmp, metadata={"format": "pt"}),
+        )
     tensors = {k: v.detach().cpu().contiguous() for k, v in intro.state_dict().items()}
     _atomic_write(
         directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"})
@@ -160,6 +190,9 @@ def load_introspection(model: Any, directory: str | Path) -> Introspection:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError) as exc:
         raise ValueError(f"{weights_path}: cannot read safetensors: {exc}") from None
+    base_path = directory / BASE_WEIGHTS_NAME
+    if base_path.is_file():
+        _load_base_weights(model, base_path)
     intro = attach_introspection(model, config)
     try:
         intro.load_state_dict(state, strict=True)
@@ -168,6 +201,21 @@ def load_introspection(model: Any, directory: str | Path) -> Introspection:
         delattr(_inner_model(model), "tina_introspection")
         raise ValueError(f"{weights_path}: weights do not match {config_path}: {exc}") from None
     return intro
+
+
+def _load_base_weights(model: Any, path: Path) -> None:
+    """Copy `base_top.safetensors` into the base model's parameters of the same names."""
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"{path}: cannot read safetensors: {exc}") from None
+    params = dict(_inner_model(model).named_parameters())
+    for name, tensor in state.items():
+        if name not in params or params[name].shape != tensor.shape:
+            raise ValueError(f"{path}: {name!r} is not a parameter of this base model's shape")
+    with torch.no_grad():
+        for name, tensor in state.items():
+            params[name].copy_(tensor.to(params[name].dtype))
 
 
 def load_introspective_model(

@@ -16,7 +16,7 @@ this one), nor reading JSONL (see `tina.contract`).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -256,6 +256,8 @@ class SegmentedExample:
     `<think>` itself, is context). `think_mask` is 1 strictly between `<think>` and `</think>`;
     `answer_mask` strictly between `<answer>` and `</answer>`. These are the positions where
     the side adapters act (think) and where answer cross-entropy is taken (answer).
+    `reflect_mask` / `program_mask` are 1 strictly inside every `<reflect>…</reflect>` /
+    `<program>…</program>` pair (the reflection and program CE positions; all 0 when absent).
     """
 
     input_ids: list[int]
@@ -263,6 +265,20 @@ class SegmentedExample:
     loss_mask: list[int]
     think_mask: list[int]
     answer_mask: list[int]
+    reflect_mask: list[int] = field(default_factory=list)
+    program_mask: list[int] = field(default_factory=list)
+
+
+def _inside(input_ids: list[int], open_id: int, close_id: int) -> list[int]:
+    """1 strictly inside each (possibly nested) open…close pair of tag ids, else 0."""
+    depth, mask = 0, []
+    for token in input_ids:
+        if token == close_id:
+            depth = max(0, depth - 1)
+        mask.append(1 if depth > 0 and token != open_id else 0)
+        if token == open_id:
+            depth += 1
+    return mask
 
 
 def tag_ids(tokenizer: Any) -> dict[str, int]:
@@ -359,6 +375,8 @@ def segment_and_masks(tokenizer: Any, text: str, max_length: int | None = None) 
         loss_mask=[1 if i > t0 else 0 for i in range(n)],
         think_mask=[1 if t0 < i < t1 else 0 for i in range(n)],
         answer_mask=[1 if a0 < i < a1 else 0 for i in range(n)],
+        reflect_mask=_inside(input_ids, ids[REFLECT_OPEN], ids[REFLECT_CLOSE]),
+        program_mask=_inside(input_ids, ids[PROGRAM_OPEN], ids[PROGRAM_CLOSE]),
     )
 
 

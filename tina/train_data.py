@@ -12,7 +12,11 @@ What it does:
   outside the completion), `loss_mask`, `think_mask`, `answer_mask`, `prompt_mask` (the prompt
   up to and including `<think>`: what the heads pool, exactly the positions the engine's
   prefill sees), `plan_targets` (-100 unknown), `budget_targets` (-1 unknown), `correct`
-  (-1 unknown), `pair_index` (the batch row of each row's paraphrase partner, -1 if none).
+  (-1 unknown), `lm_weight` (0 drops the row from think and answer CE), `pair_index` (the
+  batch row of each row's paraphrase partner, -1 if none),
+  `style_pair` (the partner is the same item in another reasoning style: a style-invariance pair
+  rather than a paraphrase), and, when some row has them, `reflect_mask`/`program_mask` and
+  `constraint_targets`/`constraint_present`.
 
 What it does not do: losses, model forwards or distributed sharding (the trainer and
 Accelerate do those).
@@ -46,6 +50,10 @@ class Example:
     correct: float = -1.0  #: 1 correct, 0 wrong, -1 unknown
     constraint: list[float] | None = None  #: constraint vector, if the record has one
     pair_id: str | None = None  #: `rewrite_pair_id`, if any
+    style: str | None = None  #: the record's reasoning `style`, if any
+    lm_weight: float = 1.0  #: 0: no think/answer CE on this row (record `lm_weight`)
+    reflect_mask: list[int] | None = None  #: inside `<reflect>` segments (None: no segment)
+    program_mask: list[int] | None = None  #: inside `<program>` segments (None: no segment)
     record: dict[str, Any] = field(default_factory=dict)  #: the source record
 
 
@@ -71,6 +79,10 @@ def example_from_record(
         if "constraint_vec" in record
         else None,
         pair_id=None if pair is None else str(pair),
+        style=record.get("style"),
+        lm_weight=float(record.get("lm_weight", 1.0)),
+        reflect_mask=seg.reflect_mask if any(seg.reflect_mask) else None,
+        program_mask=seg.program_mask if any(seg.program_mask) else None,
         record=record,
     )
 
@@ -147,7 +159,17 @@ def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]
         "budget_targets": torch.tensor([ex.budget for ex in examples], dtype=torch.float32),
         "correct": torch.tensor([ex.correct for ex in examples], dtype=torch.float32),
         "pair_index": pair_index,
+        "lm_weight": torch.tensor([ex.lm_weight for ex in examples], dtype=torch.float32),
     }
+    batch["style_pair"] = torch.tensor(
+        [
+            int(pair_index[i]) >= 0 and examples[int(pair_index[i])].style != ex.style
+            for i, ex in enumerate(examples)
+        ]
+    )
+    for key in ("reflect_mask", "program_mask"):
+        if any(getattr(ex, key) is not None for ex in examples):
+            batch[key] = pad([getattr(ex, key) or [0] * len(ex.input_ids) for ex in examples], 0)
     if any(ex.constraint is not None for ex in examples):
         dim = max(len(ex.constraint or []) for ex in examples)
         batch["constraint_targets"] = torch.tensor(

@@ -7,21 +7,28 @@ What it does:
 - phases run in order, each until its `until_step`, each with its own loss weights (merged over
   the top-level ones) and trainable groups among `heads`, `adapters`, `base_top` (the top
   `unfreeze_top_k` decoder layers of the base): phase A trains heads and adapters on a frozen
-  base; phase B adds think CE;
+  base; phase B adds think CE and the consistency term; phase C (`on_policy`) replaces each
+  batch's thinks by the model's own, sampled through the engine (`tina.on_policy`: think CE only
+  where the sampled think led to a correct answer, confidence against that correctness, budget
+  against the tokens that sufficed) and may unfreeze the top-k base layers; phase D calibrates
+  (`calibrate`: the calibration JSON from `eval_data`, `tina.calibrate`) and prunes dead gates
+  (`prune_gates_below`, `tina.pruning`) at its end;
 - optimizer parameter groups {heads, adapters, base_top} with their own learning rates, linear
   warmup, gradient clipping; heads compute in float32; seeds set everywhere;
 - checkpoints at the save interval in `output_dir/checkpoint-<step>/`, written atomically
-  (a temp directory renamed into place): the introspection parts, the optimizer, scheduler,
-  data position and RNG states; `resume=True` continues from the newest one to the same result
-  as an uninterrupted run;
-- metrics to `output_dir/metrics.jsonl` (every loss part, think tokens, budget error, plan
-  accuracy, gate activity/coverage, tokens/s) and a rich progress bar with ETA.
+  (a temp directory renamed into place): the introspection parts (plus the base weights a
+  partial unfreeze changed), the optimizer, scheduler, data position and RNG states;
+  `resume=True` continues from the newest one to the same result as an uninterrupted run;
+  SIGTERM/SIGINT end the run cleanly after the current step with a final checkpoint;
+- metrics to `output_dir/metrics.jsonl` and TensorBoard (`output_dir/tensorboard`): every loss
+  part, think tokens, budget error, plan accuracy, gate activity/coverage, tokens/s; a rich
+  progress bar with ETA.
 
 The same code runs in one process or under `accelerate launch --num_processes N`: batches are
 sharded by rank and gradients are averaged by Accelerate.
 
-What it does not do (yet): on-policy sampling through the engine and calibration/pruning
-phases (C and D of the seeds), TensorBoard logging.
+What it does not do: the budget policy's reinforcement learning or self-play (their modules
+build on this one), or multi-node launch details (Accelerate's).
 """
 
 from __future__ import annotations
@@ -31,7 +38,9 @@ import math
 import os
 import random
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -52,20 +61,29 @@ from tina.introspection import (
 from tina.losses import (
     LOSS_NAMES,
     answer_ce,
+    answer_logprob,
     budget_loss,
     combine_losses,
     confidence_bce,
+    constraint_bce,
     gate_sparsity,
+    over_budget_penalty,
     plan_ce,
+    quiet_star_consistency,
     rewrite_consistency,
+    segment_ce,
+    style_invariance_kl,
     think_ce,
 )
 from tina.metacog_heads import record_taps
 from tina.models import embedded_model_dir, load_model
+from tina.on_policy import OnPolicyConfig, sample_records
+from tina.pruning import prune_dead_adapters
 from tina.side_adapters import SideAdapter, decoder_layers, think_mask_context
-from tina.train_data import Example, batch_order, collate, load_examples
+from tina.train_data import Example, batch_order, collate, example_from_record, load_examples
 
 GROUPS = ("heads", "adapters", "base_top")
+CALIBRATION_NAME = "metacog_calibration.json"
 
 
 class TrainConfigError(ValueError):
@@ -81,6 +99,11 @@ class PhaseConfig:
     train: list[str] = field(default_factory=lambda: ["heads", "adapters"])  #: trainable groups
     unfreeze_top_k: int = 0  #: base decoder layers (from the top) trained when `base_top` is on
     loss_weights: dict[str, float] = field(default_factory=dict)  #: overrides for this phase
+    #: sample each batch's thinks through the engine (`tina.on_policy.OnPolicyConfig` fields:
+    #: temperature, top_p, budget, slack_ratio; plus budget_cap, max_answer_tokens); None: off
+    on_policy: dict[str, Any] | None = None
+    prune_gates_below: float | None = None  #: at the phase's end, prune adapters scoring below
+    calibrate: bool = False  #: at the phase's end, write `metacog_calibration.json` (eval_data)
 
 
 @dataclass
@@ -120,6 +143,7 @@ class TrainConfig:
     phases: list[PhaseConfig] = field(
         default_factory=lambda: [PhaseConfig(name="A", until_step=10**9)]
     )  #: in order
+    tensorboard: bool = True  #: also write metrics as TensorBoard scalars
 
 
 def _problems(raw: Any) -> list[str]:
@@ -136,6 +160,8 @@ def _problems(raw: Any) -> list[str]:
     for key in ("eval_every", "warmup_steps", "seed"):
         if key in raw and (not isinstance(raw[key], int) or raw[key] < 0):
             problems.append(f"{key}: expected an integer >= 0, got {raw[key]!r}")
+    if "tensorboard" in raw and not isinstance(raw["tensorboard"], bool):
+        problems.append(f"tensorboard: expected true or false, got {raw['tensorboard']!r}")
     for key in ("grad_clip", "weight_decay"):
         if key in raw and (not isinstance(raw[key], (int, float)) or raw[key] < 0):
             problems.append(f"{key}: expected a number >= 0, got {raw[key]!r}")
@@ -169,6 +195,22 @@ def _problems(raw: Any) -> list[str]:
             f"{where}.train: unknown group {g!r}" for g in phase.get("train", []) if g not in GROUPS
         ]
         weights.append((f"{where}.loss_weights", phase.get("loss_weights", {})))
+        problems += _on_policy_problems(f"{where}.on_policy", phase.get("on_policy"))
+        if phase.get("unfreeze_top_k") is not None and (
+            not isinstance(phase["unfreeze_top_k"], int) or phase["unfreeze_top_k"] < 0
+        ):
+            problems.append(
+                f"{where}.unfreeze_top_k: expected an integer >= 0, got {phase['unfreeze_top_k']!r}"
+            )
+        threshold = phase.get("prune_gates_below")
+        if threshold is not None and (
+            not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or threshold < 0
+        ):
+            problems.append(f"{where}.prune_gates_below: expected a number >= 0, got {threshold!r}")
+        if not isinstance(phase.get("calibrate", False), bool):
+            problems.append(f"{where}.calibrate: expected true or false")
+        if phase.get("calibrate") and not raw.get("eval_data"):
+            problems.append(f"{where}.calibrate: needs eval_data (the items to calibrate on)")
     for where, mapping in weights:
         if not isinstance(mapping, dict):
             problems.append(f"{where}: expected a mapping")
@@ -188,6 +230,34 @@ def _problems(raw: Any) -> list[str]:
             IntrospectionConfig.from_dict(raw["introspection"] or {})
         except (TypeError, ValueError) as exc:
             problems.append(f"introspection: {exc}")
+    return problems
+
+
+_ENGINE_KEYS = ("budget_cap", "max_answer_tokens")
+
+
+def _on_policy_problems(where: str, value: Any) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        return [f"{where}: expected a mapping (or null)"]
+    known = {f.name for f in fields(OnPolicyConfig)} | set(_ENGINE_KEYS)
+    problems = [
+        f"{where}.{k}: unknown key (expected one of {sorted(known)})"
+        for k in value
+        if k not in known
+    ]
+    for key in ("temperature", "slack_ratio"):
+        v = value.get(key)
+        if v is not None and (not isinstance(v, (int, float)) or v < 0):
+            problems.append(f"{where}.{key}: expected a number >= 0, got {v!r}")
+    top_p = value.get("top_p")
+    if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        problems.append(f"{where}.top_p: expected a number in (0, 1], got {top_p!r}")
+    for key in ("budget", *_ENGINE_KEYS):
+        v = value.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+            problems.append(f"{where}.{key}: expected an integer >= 0, got {v!r}")
     return problems
 
 
@@ -256,45 +326,112 @@ def _apply_phase(
                 p.requires_grad_(group in phase.train)
 
 
+def _without_think(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same rows with the think segment's tokens removed (the `<think></think>` tags stay),
+    right-padded again: the think-free input of `quiet_star_consistency`."""
+    keep = (batch["attention_mask"] != 0) & (batch["think_mask"] == 0)
+    width = int(keep.sum(1).max())
+    out = {
+        "input_ids": torch.zeros(
+            keep.shape[0], width, dtype=torch.long, device=batch["input_ids"].device
+        ),
+    }
+    out["attention_mask"] = torch.zeros_like(out["input_ids"])
+    out["answer_mask"] = torch.zeros_like(out["input_ids"])
+    for b in range(keep.shape[0]):
+        row = keep[b]
+        n = int(row.sum())
+        out["input_ids"][b, :n] = batch["input_ids"][b][row]
+        out["attention_mask"][b, :n] = 1
+        out["answer_mask"][b, :n] = batch["answer_mask"][b][row]
+    return out
+
+
 def training_step_losses(
     model: Any, intro: Introspection, batch: dict[str, torch.Tensor], weights: dict[str, float]
 ) -> tuple[torch.Tensor, dict[str, float], Any]:
-    """One forward (think mask from the data; taps recorded) and every weighted loss part."""
+    """One forward (think mask from the data; taps recorded) and every weighted loss part.
+
+    Rows with `lm_weight` 0 (on-policy thinks that failed) get no think or answer CE. Optional
+    parts run only when their weight is set and the batch has their fields: think CE,
+    over-budget penalty (the data's think length against the predicted budget), the consistency
+    term (a second, think-free forward), rewrite consistency (paraphrase pairs) and style
+    invariance (style pairs), reflection/program CE (`<reflect>`/`<program>` masks), constraint
+    BCE (a constraint head and `constraint_vec` targets)."""
     with think_mask_context(batch["think_mask"]), record_taps() as taps:
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
     logits = out.logits
     heads = intro.heads(taps, batch["prompt_mask"])
+    used = batch["think_mask"].sum(1).float()
+    imitate = (batch["lm_weight"] > 0).to(batch["think_mask"].dtype)[:, None]
+    think_rows = batch["think_mask"] * imitate
+    answer_rows = batch["answer_mask"] * imitate
+    on = {k for k, v in weights.items() if v}
     parts: dict[str, torch.Tensor | None] = {
-        "answer_ce": answer_ce(logits, batch["input_ids"], batch["answer_mask"]),
-        "think_ce": think_ce(logits, batch["input_ids"], batch["think_mask"])
-        if weights.get("think_ce")
-        else None,
+        "answer_ce": answer_ce(logits, batch["input_ids"], answer_rows),
+        "think_ce": think_ce(logits, batch["input_ids"], think_rows) if "think_ce" in on else None,
         "plan_ce": plan_ce(heads.plan_logits, batch["plan_targets"]),
         "budget_loss": budget_loss(heads.budget, batch["budget_targets"]),
         "confidence_bce": confidence_bce(heads.confidence_logit, batch["correct"]),
+        "over_budget_penalty": over_budget_penalty(used, heads.budget)
+        if "over_budget_penalty" in on
+        else None,
         "gate_sparsity": gate_sparsity(
             [a.last_expected_l0 for a in intro.adapters.values() if isinstance(a, SideAdapter)]
         ),
     }
+    if "quiet_star_consistency" in on and bool(batch["think_mask"].any()):
+        free = _without_think(batch)
+        free_logits = model(
+            input_ids=free["input_ids"], attention_mask=free["attention_mask"]
+        ).logits
+        parts["quiet_star_consistency"] = quiet_star_consistency(
+            answer_logprob(logits, batch["input_ids"], batch["answer_mask"]),
+            answer_logprob(free_logits, free["input_ids"], free["answer_mask"]).detach(),
+        )
+    for name, key in (("reflect_ce", "reflect_mask"), ("program_ce", "program_mask")):
+        if name in on and key in batch:
+            parts[name] = segment_ce(logits, batch["input_ids"], batch[key])
+    constraint_logits = heads.extensions.get("constraint_logits")
+    if "constraint_bce" in on and constraint_logits is not None and "constraint_targets" in batch:
+        parts["constraint_bce"] = constraint_bce(
+            constraint_logits, batch["constraint_targets"], batch["constraint_present"]
+        )
     pairs = batch["pair_index"]
-    if weights.get("rewrite_consistency") and bool((pairs >= 0).any()):
-        rows = torch.nonzero(pairs >= 0).squeeze(-1)
+    for name, style in (("rewrite_consistency", False), ("style_invariance_kl", True)):
+        if name not in on:
+            continue
+        rows = torch.nonzero((pairs >= 0) & (batch["style_pair"] == style)).squeeze(-1)
         first = rows[rows < pairs[rows]]
+        if len(first) == 0:
+            continue
         second = pairs[first]
-        parts["rewrite_consistency"] = rewrite_consistency(
+        loss_fn = style_invariance_kl if style else rewrite_consistency
+        parts[name] = loss_fn(
             logits[first], batch["answer_mask"][first], logits[second], batch["answer_mask"][second]
         )
     total, logged = combine_losses(parts, weights)
     return total, logged, heads
 
 
-def _checkpoint(output: Path, step: int, intro: Introspection, state: dict[str, Any]) -> Path:
-    """Write `checkpoint-<step>` atomically: a temp directory renamed into place."""
+def _checkpoint(
+    output: Path,
+    step: int,
+    intro: Introspection,
+    state: dict[str, Any],
+    base_weights: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write `checkpoint-<step>` atomically: a temp directory renamed into place. It holds the
+    introspection parts (+ changed base weights), `trainer_state.pt`, and the run's calibration
+    file when one was written."""
     final = output / f"checkpoint-{step}"
     tmp = Path(tempfile.mkdtemp(prefix=f".checkpoint-{step}.", dir=output))
     try:
-        save_introspection(intro, tmp)
+        save_introspection(intro, tmp, base_weights)
         torch.save(state, tmp / "trainer_state.pt")
+        calibration = output / CALIBRATION_NAME
+        if calibration.is_file():
+            shutil.copy2(calibration, tmp / CALIBRATION_NAME)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
     except BaseException:
@@ -322,7 +459,9 @@ def _metrics(
     )
     has_budget = batch["budget_targets"] >= 0
     budget_err = (
-        float((heads.budget[has_budget] - batch["budget_targets"][has_budget]).abs().mean())
+        float(
+            (heads.budget.detach()[has_budget] - batch["budget_targets"][has_budget]).abs().mean()
+        )
         if has_budget.any()
         else float("nan")
     )
@@ -402,8 +541,136 @@ def _average_gradients(accelerator: Any, params: list[torch.nn.Parameter]) -> No
         p.grad = accelerator.reduce(grad, reduction="mean")
 
 
+def _load_parts(
+    config: TrainConfig, device: str, checkpoint: Path | None
+) -> tuple[Any, Any, Introspection]:
+    """The model, tokenizer and introspection parts: from the checkpoint when resuming, else
+    the model directory's own parts (if any), else fresh ones from the config."""
+    m = config.model
+    if m.get("base"):
+        from tina.introspection import load_introspective_model
+
+        model, tokenizer, intro = load_introspective_model(
+            m.get("models_root") or ".", m["base"], m.get("adapter"), m.get("subfolder"), device
+        )
+    else:
+        model, tokenizer = load_model(embedded_model_dir(), device=device)
+        intro = None
+    if checkpoint is not None:
+        if intro is not None:  # the checkpoint's parts replace the ones the model came with
+            intro.detach()
+            delattr(
+                model.get_base_model() if hasattr(model, "get_base_model") else model,
+                "tina_introspection",
+            )
+        intro = load_introspection(model, checkpoint)
+    elif intro is None:
+        intro = attach_introspection(model, IntrospectionConfig.from_dict(config.introspection))
+    intro.train()
+    return model, tokenizer, intro
+
+
+def _optimizer(
+    config: TrainConfig, groups: dict[str, list[torch.nn.Parameter]]
+) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(
+        [{"params": groups[g], "lr": config.lr[g], "name": g} for g in GROUPS if groups[g]],
+        weight_decay=config.weight_decay,
+    )
+
+
+def _base_top_names(model: Any, config: TrainConfig) -> list[str]:
+    """Names of the base parameters some phase may train (its top `unfreeze_top_k` layers)."""
+    k = max((p.unfreeze_top_k for p in config.phases if "base_top" in p.train), default=0)
+    if k == 0:
+        return []
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    top = {id(p) for layer in list(decoder_layers(model))[-k:] for p in layer.parameters()}
+    return [n for n, p in inner.named_parameters() if id(p) in top]
+
+
+def _on_policy_batch(
+    model: Any,
+    tokenizer: Any,
+    intro: Introspection,
+    chosen: list[Example],
+    options: dict[str, Any],
+    seed: int,
+    max_length: int,
+) -> tuple[list[Example], dict[str, float]]:
+    """The batch's examples with their thinks replaced by the model's own (`tina.on_policy`)."""
+    from tina.engine import Engine, EngineConfig
+
+    engine_options = {k: options[k] for k in _ENGINE_KEYS if options.get(k) is not None}
+    sampling = OnPolicyConfig(**{k: v for k, v in options.items() if k not in _ENGINE_KEYS})
+    engine = Engine(model, tokenizer, intro, EngineConfig(**engine_options))
+    was_training = model.training
+    model.eval()
+    try:
+        records, stats = sample_records(engine, [ex.record for ex in chosen], sampling, seed)
+    finally:
+        model.train(was_training)
+    out = []
+    for ex, record in zip(chosen, records, strict=True):
+        try:
+            out.append(example_from_record(tokenizer, record, max_length))
+        except ValueError:  # too long or unsegmentable: keep the offline example
+            out.append(ex)
+    return out, stats
+
+
+def _calibrate(
+    model: Any, tokenizer: Any, intro: Introspection, eval_path: str, out_path: Path
+) -> dict[str, float]:
+    """Fit the calibration on the eval items through the engine; write it to `out_path`."""
+    from tina.calibrate import calibrate_on_records
+    from tina.contract import read_contract_jsonl
+    from tina.engine import Engine
+
+    records = read_contract_jsonl(eval_path).records
+    was_training = model.training
+    model.eval()
+    try:
+        return calibrate_on_records(Engine(model, tokenizer, intro), records, out_path)
+    finally:
+        model.train(was_training)
+
+
+class _StopFlag:
+    """Set by SIGTERM/SIGINT during a run: the loop ends after the current step."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _write_metrics(path: Path, record: dict[str, Any], writer: Any) -> None:
+    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
+    with path.open("a") as handle:
+        handle.write(json.dumps(clean) + "\n")
+    if writer is not None:
+        for key, value in clean.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step":
+                writer.add_scalar(f"train/{key}", value, record["step"])
+        writer.flush()
+
+
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) the configured training; returns a summary with the final metrics."""
+    """Run (or resume) the configured training; returns a summary with the final metrics
+    (`stopped` names the signal when SIGTERM/SIGINT ended it early)."""
     from accelerate import Accelerator
     from rich.progress import (
         BarColumn,
@@ -413,41 +680,24 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         TimeRemainingColumn,
     )
 
-    accelerator = Accelerator()
+    # Under a multi-process launch (torchrun sets LOCAL_RANK) on a machine without CUDA, run the
+    # processes on CPU with gloo; Accelerate would otherwise fall back to one lone process.
+    on_cpu = "LOCAL_RANK" in os.environ and not torch.cuda.is_available()
+    accelerator = Accelerator(cpu=on_cpu)
     _seed_everything(config.seed)
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    m = config.model
-    if m.get("base"):
-        from tina.introspection import load_introspective_model
-
-        model, tokenizer, intro = load_introspective_model(
-            m.get("models_root") or ".",
-            m["base"],
-            m.get("adapter"),
-            m.get("subfolder"),
-            device=str(accelerator.device),
-        )
-    else:
-        model, tokenizer = load_model(embedded_model_dir(), device=str(accelerator.device))
-        intro = None
     checkpoint = latest_checkpoint(output) if resume else None
-    if intro is None:
-        intro = (
-            load_introspection(model, checkpoint)
-            if checkpoint
-            else attach_introspection(model, IntrospectionConfig.from_dict(config.introspection))
-        )
-    elif checkpoint:
-        intro.load_state_dict(load_introspection(model, checkpoint).state_dict())
+    model, tokenizer, intro = _load_parts(config, str(accelerator.device), checkpoint)
     model.train()
     groups = _groups(model, intro)
-    optimizer = torch.optim.AdamW(
-        [{"params": groups[g], "lr": config.lr[g], "name": g} for g in GROUPS if groups[g]],
-        weight_decay=config.weight_decay,
-    )
+    optimizer = _optimizer(config, groups)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps))
+    )
+    base_names = _base_top_names(model, config)
+    inner_params = dict(
+        (model.get_base_model() if hasattr(model, "get_base_model") else model).named_parameters()
     )
     examples: list[Example] = load_examples(
         tokenizer, config.train_data, config.strict_data, config.max_length
@@ -465,9 +715,16 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         start_step, epoch, index = state["step"], state["epoch"], state["index"]
         random.setstate(state["python_rng"])
         torch.set_rng_state(state["torch_rng"])
+        if (checkpoint / CALIBRATION_NAME).is_file():
+            shutil.copy2(checkpoint / CALIBRATION_NAME, output / CALIBRATION_NAME)
     rank, world = accelerator.process_index, accelerator.num_processes
     epoch_batches = batch_order(examples, config.batch_size * world, config.seed + epoch)
     metrics_path = output / "metrics.jsonl"
+    writer = None
+    if config.tensorboard and accelerator.is_main_process:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(output / "tensorboard"), purge_step=start_step + 1)
     summary: dict[str, Any] = {}
     started = time.perf_counter()
     tokens = 0
@@ -478,7 +735,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     ]
-    with Progress(*columns, disable=not (progress and accelerator.is_main_process)) as bar:
+    with (
+        _StopFlag() as stop,
+        Progress(*columns, disable=not (progress and accelerator.is_main_process)) as bar,
+    ):
         task = bar.add_task("train", total=config.steps, completed=start_step)
         for step in range(start_step, config.steps):
             phase = _phase_at(config, step)
@@ -489,11 +749,22 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                 epoch_batches = batch_order(
                     examples, config.batch_size * world, config.seed + epoch
                 )
-            indices = epoch_batches[index][rank::world]
+            chosen = [examples[i] for i in epoch_batches[index][rank::world]]
             index += 1
+            extra: dict[str, Any] = {}
+            if phase.on_policy is not None:
+                chosen, extra = _on_policy_batch(
+                    model,
+                    tokenizer,
+                    intro,
+                    chosen,
+                    phase.on_policy,
+                    (config.seed * 1_000_003 + step) * 64 + rank,
+                    config.max_length,
+                )
             batch = {
                 k: v.to(accelerator.device)
-                for k, v in collate([examples[i] for i in indices], tokenizer.pad_token_id).items()
+                for k, v in collate(chosen, tokenizer.pad_token_id).items()
             }
             total, logged, heads = training_step_losses(model, intro, batch, weights)
             optimizer.zero_grad(set_to_none=True)
@@ -506,35 +777,60 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             tokens += int(batch["attention_mask"].sum())
             bar.advance(task)
             done = step + 1
+            phase_end = done in (phase.until_step, config.steps)
+            if phase_end and phase.prune_gates_below is not None:
+                pruned, scores = prune_dead_adapters(
+                    model,
+                    intro,
+                    eval_examples or examples[:256],
+                    tokenizer.pad_token_id,
+                    float(phase.prune_gates_below),
+                )
+                extra["pruned_adapters"] = pruned
+                extra.update({f"gate_score_{k}": v for k, v in scores.items()})
+                if pruned:  # the optimizer keeps the state of what is left
+                    old_state = optimizer.state
+                    groups = _groups(model, intro)
+                    optimizer = _optimizer(config, groups)
+                    for p in (p for g in groups.values() for p in g):
+                        if p in old_state:
+                            optimizer.state[p] = old_state[p]
+                    scheduler.optimizer = optimizer
+            if phase_end and phase.calibrate and accelerator.is_main_process:
+                assert config.eval_data is not None  # checked by load_train_config
+                extra.update(
+                    _calibrate(model, tokenizer, intro, config.eval_data, output / CALIBRATION_NAME)
+                )
+            stopping = stop.signal is not None
             evaluate = eval_examples and (
-                done == config.steps or (config.eval_every and done % config.eval_every == 0)
+                done == config.steps
+                or stopping
+                or (config.eval_every and done % config.eval_every == 0)
             )
             if accelerator.is_main_process and (
-                done % config.log_every == 0 or done == config.steps or evaluate
+                done % config.log_every == 0
+                or done == config.steps
+                or evaluate
+                or extra
+                or stopping
             ):
                 record = {
                     "step": done,
                     "phase": phase.name,
                     **_metrics(logged, heads, batch, intro),
+                    **extra,
                 }
                 if evaluate:
                     record.update(
                         evaluate_heads(model, intro, eval_examples, tokenizer.pad_token_id)
                     )
                 record["tokens_per_s"] = tokens / (time.perf_counter() - started)
-                with metrics_path.open("a") as handle:
-                    handle.write(
-                        json.dumps(
-                            {
-                                k: (None if isinstance(v, float) and math.isnan(v) else v)
-                                for k, v in record.items()
-                            }
-                        )
-                        + "\n"
-                    )
+                if stopping:
+                    record["stopped"] = signal.Signals(stop.signal or 0).name
+                _write_metrics(metrics_path, record, writer)
                 summary = record
             if accelerator.is_main_process and (
-                done % config.save_every == 0 or done == config.steps
+                done % config.save_every == 0 or done == config.steps or stopping
             ):
                 state = {
                     "step": done,
@@ -546,6 +842,18 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                     "torch_rng": torch.get_rng_state(),
                     "config": asdict(config),
                 }
-                _checkpoint(output, done, intro, state)
+                base = {n: inner_params[n] for n in base_names}
+                _checkpoint(output, done, intro, state, base)
+            if stopping:
+                break
+    if writer is not None:
+        writer.close()
     accelerator.wait_for_everyone()
+    if world > 1:  # every process must hold the same weights: they took the same averaged steps
+        checksum = torch.stack([p.detach().double().sum() for p in intro.parameters()]).sum()
+        gathered = accelerator.gather(checksum.reshape(1).to(accelerator.device))
+        if not torch.allclose(gathered, gathered[:1].expand_as(gathered)):
+            raise RuntimeError(f"processes diverged: parameter checksums {gathered.tolist()}")
+        if accelerator.is_main_process:
+            summary["processes"] = world
     return summary

@@ -19,6 +19,7 @@ What it does not do: score answers (see `tina.tasks.scoring`) or sandbox arbitra
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Any
 
 from tina.tasks.minipy import run_function
@@ -46,6 +47,23 @@ def render(statements: list[Statement]) -> str:
             raise ValueError(f"unknown statement kind {kind!r}")
     lines.append("  return x")
     return "\n".join(lines)
+
+
+def deduction_question(program: str, call: str) -> str:
+    """The deduction question: what `call` (e.g. `f(4)`) returns, the program below it."""
+    return f"What does {call} return?\n{program}"
+
+
+def abduction_question(program: str, entry: str, params: Sequence[str], output: str) -> str:
+    """The abduction question: inputs named `params` for which `entry` returns `output`."""
+    names = ", ".join(params)
+    return f"Find {names} so that {entry}({names}) returns {output}.\n{program}"
+
+
+def induction_question(entry: str, pairs: Sequence[tuple[str, str]]) -> str:
+    """The induction question: write `entry` given (arguments, output) pairs, as text."""
+    shown = ", ".join(f"{entry}({args}) = {output}" for args, output in pairs)
+    return f"Write {entry} so that {shown}."
 
 
 def _apply(kind: str, c: int, d: int, x: int) -> tuple[int, str]:
@@ -118,7 +136,7 @@ def _deduction(
 ) -> tuple[str, list[str], str, list[str], dict[str, Any]]:
     statements, x0, y, steps = _program(rng, difficulty, _DEDUCTION_KINDS)
     source = render(statements)
-    question = f"What does f({x0}) return?\n{source}"
+    question = deduction_question(source, f"f({x0})")
     rechecks = [
         f"check f({x0})={y};",
         f"verify x={y} ok;",
@@ -149,7 +167,7 @@ def _abduction(
 ) -> tuple[str, list[str], str, list[str], dict[str, Any]]:
     statements, x0, y, _ = _program(rng, difficulty, _ABDUCTION_KINDS)
     source = render(statements)
-    question = f"Find x so that f(x) returns {y}.\n{source}"
+    question = abduction_question(source, "f", ["x"], str(y))
     steps = [*_inverse_steps(statements, y), f"check f({x0})={y};"]
     rechecks = [
         f"check f({x0})={y};",
@@ -172,8 +190,7 @@ def _induction(
     shown = [(x, a * x + b) for x in xs]
     heldout = [(x, a * x + b) for x in others[1:]]
     (xa, ya), (xb, yb), (xc, yc) = shown
-    pairs = ", ".join(f"f({x}) = {y}" for x, y in shown)
-    question = f"Write f so that {pairs}."
+    question = induction_question("f", [(str(x), str(y)) for x, y in shown])
     body = "x" if a == 1 else f"x * {a}"
     answer = f"def f(x): return {body} + {b}"
     steps = [

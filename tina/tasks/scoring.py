@@ -51,6 +51,19 @@ def score_answer(answer: str, task: str, meta: dict[str, Any]) -> float:
     return float(gold is not None and _as_int(answer) == gold)
 
 
+def score_record(answer: str, record: dict[str, Any]) -> float:
+    """1.0 when `answer` solves a contract record: through its task's scorer when the record
+    carries its `task` and `meta` (`score_answer`), else by exact match with the gold answer in
+    the record's text (both stripped). Used by on-policy sampling and evaluation alike."""
+    meta = record.get("meta")
+    if isinstance(meta, dict) and record.get("task"):
+        try:
+            return score_answer(answer, str(record["task"]), meta)
+        except KeyError:
+            pass  # a task of another suite: fall back to the gold text
+    return float(answer.strip() == extract_answer(str(record["text"])).strip())
+
+
 def task_reward(
     completions: Sequence[str], task: Sequence[str], meta: Sequence[dict[str, Any]], **kwargs: Any
 ) -> list[float]:

@@ -1,0 +1,248 @@
+"""Calibration fitting: temperature, plan thresholds, budget clip, the file, the round trip."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+
+from tina.calibrate import (
+    PROBE_TEMPERATURE,
+    T_MAX,
+    T_MIN,
+    calibrate_on_records,
+    calibrated,
+    confidence_logit,
+    confidence_nll,
+    export_calibration_from_eval,
+    fit_budget_clip,
+    fit_plan_thresholds,
+    fit_temperature,
+    gather_calibration_eval,
+    run_calibration,
+)
+from tina.calibration import Calibration, apply_plan, load_calibration
+from tina.cli import main
+from tina.contract import PLAN_CLASSES, write_contract_jsonl
+from tina.engine import Engine, EngineConfig
+from tina.introspection import attach_introspection, save_introspection
+from tina.metrics import ece
+from tina.models import embedded_model_dir, load_model
+from tina.sweep import AUTO, SweepError, item_confidence, item_from_record, request_for
+from tina.tasks import generate_records
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Decode on one torch thread: tiny models gain nothing from two, and lose much when the
+    cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _sigmoid(x):
+    return 1 / (1 + math.exp(-x))
+
+
+def _synthetic(true_t, n=3000, seed=0):
+    """Logits whose labels are drawn from sigmoid(logit / true_t)."""
+    rng = random.Random(seed)
+    logits = [rng.gauss(0, 3) for _ in range(n)]
+    labels = [float(rng.random() < _sigmoid(z / true_t)) for z in logits]
+    return logits, labels
+
+
+@pytest.mark.parametrize("true_t", [0.5, 2.5])
+def test_temperature_recovers_the_generating_one(true_t):
+    logits, labels = _synthetic(true_t)
+    fitted = fit_temperature(logits, labels)
+    assert fitted == pytest.approx(true_t, rel=0.15)
+    best = confidence_nll(logits, labels, fitted)
+    assert best <= confidence_nll(logits, labels, fitted * 1.05)
+    assert best <= confidence_nll(logits, labels, fitted / 1.05)
+    assert ece(calibrated(logits, fitted), labels) < ece(calibrated(logits, 1.0), labels)
+
+
+def test_temperature_edge_cases_stay_in_the_schema_range():
+    assert fit_temperature([0.0, 0.0], [1, 0]) == 1.0
+    separable = fit_temperature([-2.0, -1.0, 1.0, 2.0], [0, 0, 1, 1])
+    reversed_ = fit_temperature([-2.0, -1.0, 1.0, 2.0], [1, 1, 0, 0])
+    assert separable == pytest.approx(T_MIN) and reversed_ == pytest.approx(T_MAX)
+    assert separable >= T_MIN and reversed_ <= T_MAX
+    with pytest.raises(ValueError):
+        fit_temperature([], [])
+
+
+def _plan_accuracy(logits, labels, thresholds):
+    probs = torch.softmax(torch.tensor(logits, dtype=torch.float64), -1)
+    chosen = apply_plan(probs, Calibration(plan_thresholds=thresholds))
+    return float((chosen == torch.tensor(labels)).double().mean())
+
+
+def test_plan_thresholds_undo_a_biased_head():
+    rng = random.Random(1)
+    labels = [rng.randrange(4) for _ in range(80)]
+    # the right class gets +1, but "direct" always gets +2: the raw argmax says "direct"
+    logits = [[2.0 + (y == 0), float(y == 1), float(y == 2), float(y == 3)] for y in labels]
+    assert _plan_accuracy(logits, labels, {}) == pytest.approx(labels.count(0) / 80)
+    thresholds = fit_plan_thresholds(logits, labels)
+    assert set(thresholds) == set(PLAN_CLASSES) and all(0 < t <= 1 for t in thresholds.values())
+    assert _plan_accuracy(logits, labels, thresholds) == 1.0
+    assert thresholds["direct"] > thresholds["compute"]  # "direct" made harder to choose
+
+
+def test_plan_thresholds_are_never_worse_than_the_defaults():
+    rng = random.Random(2)
+    logits = [[rng.gauss(0, 1) for _ in range(4)] for _ in range(50)]
+    labels = [rng.randrange(4) for _ in range(50)]
+    thresholds = fit_plan_thresholds(logits, labels)
+    assert _plan_accuracy(logits, labels, thresholds) >= _plan_accuracy(logits, labels, {})
+    assert fit_plan_thresholds(logits[:2], [None, -1]) == {}  # no known gold plan
+
+
+def test_budget_clip_covers_the_gold_range_and_never_raises_the_error():
+    rng = random.Random(3)
+    gold = [rng.choice([0, 12, 25, 40]) for _ in range(40)]
+    predicted = [rng.uniform(-50, 300) for _ in range(40)]
+    low, high = fit_budget_clip([*gold, None])
+    assert (low, high) == (0, 40)
+    clipped = [min(max(p, low), high) for p in predicted]
+    mae = sum(abs(p - g) for p, g in zip(predicted, gold, strict=True))
+    assert sum(abs(p - g) for p, g in zip(clipped, gold, strict=True)) <= mae
+    assert fit_budget_clip([None]) is None
+
+
+def test_export_writes_the_file_the_engine_reads(tmp_path):
+    logits, labels = _synthetic(2.0, n=400)
+    plan_logits = [[0.0, 1.0, 0.0, 0.0]] * 400
+    fit = export_calibration_from_eval(
+        logits,
+        labels,
+        plan_logits,
+        ["compute"] * 400,
+        [100.0] * 400,
+        [10.0, 30.0] * 200,
+        tmp_path / "cal" / "metacog_calibration.json",
+        n_bins=15,
+        fitted_on={"data": "synthetic"},
+    )
+    loaded = load_calibration(fit.path)
+    assert loaded.confidence_temperature == pytest.approx(fit.calibration.confidence_temperature)
+    assert loaded.confidence_temperature == pytest.approx(2.0, rel=0.25)
+    assert (loaded.budget_min, loaded.budget_max) == (10, 30)
+    assert set(loaded.plan_thresholds) == set(PLAN_CLASSES)
+    assert fit.after["ece"] < fit.before["ece"] and fit.after["nll"] < fit.before["nll"]
+    assert fit.after["auroc"] == pytest.approx(fit.before["auroc"])  # a temperature keeps order
+    assert fit.before["budget_mae"] == 80.0 and fit.after["budget_mae"] == 10.0
+    assert loaded.fitted_on["data"] == "synthetic" and loaded.fitted_on["n_bins"] == 15
+
+
+def _items(n=4):
+    records = generate_records("add", n, seed=5, difficulties=[1, 2])
+    return records, [item_from_record(r, ("t", i + 1)) for i, r in enumerate(records)]
+
+
+def test_serving_with_the_file_changes_confidence_exactly_as_fitted(tiny_fresh, tmp_path):
+    model, tokenizer = tiny_fresh
+    intro = attach_introspection(model)
+    with torch.no_grad():  # a spread of confidence logits, so that the fit is not degenerate
+        intro.heads.outputs.confidence.weight.mul_(40.0)
+    config = EngineConfig(budget_cap=4, max_answer_tokens=2)
+    _, items = _items()
+    plain = Engine(model, tokenizer, intro, config)
+    data = gather_calibration_eval(plain, items, budget=3, batch_size=2)
+    raw = [
+        item_confidence(r.telemetry) for r in plain.generate([request_for(it, 3) for it in items])
+    ]
+    # the logits read through the probe temperature are the uncalibrated engine's
+    for z, c in zip(data.conf_logits, raw, strict=True):
+        assert _sigmoid(z) == pytest.approx(c, abs=1e-5)
+    labels = [1.0, 0.0, 0.0, 1.0]  # a fixed pattern (the random model is never right)
+    fit = export_calibration_from_eval(
+        data.conf_logits,
+        labels,
+        data.plan_logits,
+        data.plan_labels,
+        data.pred_budgets,
+        data.gold_budgets,
+        tmp_path / "c.json",
+    )
+    t = load_calibration(fit.path).confidence_temperature
+    assert abs(math.log(t)) > 0.1  # the file really changes something
+    served = Engine(model, tokenizer, intro, config, load_calibration(fit.path))
+    got = [
+        item_confidence(r.telemetry) for r in served.generate([request_for(it, 3) for it in items])
+    ]
+    for z, c in zip(data.conf_logits, got, strict=True):
+        assert c == pytest.approx(_sigmoid(z / t), abs=1e-5)
+    assert any(abs(c - r) > 1e-3 for c, r in zip(got, raw, strict=True))
+
+
+def test_calibrate_on_records_returns_flat_metrics(tiny_fresh, tmp_path):
+    model, tokenizer = tiny_fresh
+    intro = attach_introspection(model)
+    records, _ = _items(3)
+    engine = Engine(model, tokenizer, intro, EngineConfig(budget_cap=3, max_answer_tokens=2))
+    out = calibrate_on_records(engine, records, tmp_path / "c.json", budget=2)
+    assert (
+        out["calibration_temperature"]
+        == load_calibration(tmp_path / "c.json").confidence_temperature
+    )
+    assert {"calibration_ece_before", "calibration_ece_after", "calibration_brier_after"} <= set(
+        out
+    )
+
+
+def test_auto_calibration_fits_the_temperature_under_the_fitted_clip(tiny_fresh, tmp_path):
+    model, tokenizer = tiny_fresh
+    intro = attach_introspection(model)
+    with torch.no_grad():  # plan "compute", budget near b_max: far above the gold budgets
+        intro.heads.outputs.plan.bias.copy_(torch.tensor([0.0, 3.0, 0.0, 0.0]))
+        intro.heads.outputs.budget.bias.fill_(6.0)
+    engine = Engine(model, tokenizer, intro, EngineConfig(budget_cap=12, max_answer_tokens=2))
+    _, items = _items(2)
+    raw = gather_calibration_eval(engine, items, AUTO)
+    assert raw.think_tokens == [13, 13]  # cap 12 with 15% slack
+    clipped = gather_calibration_eval(
+        engine, items, AUTO, policy=Calibration(budget_min=0, budget_max=4)
+    )
+    assert clipped.think_tokens == [4, 4] and clipped.plan_logits == raw.plan_logits
+    fit = run_calibration(engine, items, tmp_path / "c.json", budget=AUTO)
+    assert fit.calibration.budget_max == max(it.target_budget for it in items)
+    assert fit.calibration.fitted_on["confidence_under_fitted_plan_and_clip"] is True
+    assert fit.calibration.fitted_on["avg_think_tokens"] <= fit.calibration.budget_max * 1.15
+
+
+def test_gathering_without_heads_is_an_error(tiny_random_model):
+    model, tokenizer = tiny_random_model
+    with pytest.raises(SweepError, match="metacognitive heads"):
+        gather_calibration_eval(Engine(model, tokenizer), _items(1)[1])
+
+
+def test_probe_temperature_keeps_large_logits_readable():
+    # float32 sigmoid saturates near 16.6; under the probe temperature 60 is still exact
+    c = float(torch.sigmoid(torch.tensor(60.0) / PROBE_TEMPERATURE))
+    assert confidence_logit(c) == pytest.approx(60.0, rel=1e-3)
+
+
+def test_cli_calibrate_prints_before_and_after(tmp_path, capsys):
+    torch.manual_seed(0)
+    records = generate_records("add", 3, seed=7, difficulties=[1])
+    data = tmp_path / "dev.jsonl"
+    write_contract_jsonl(data, records)
+    out = tmp_path / "metacog_calibration.json"
+    common = ["calibrate", "--data", str(data), "--out", str(out), "--budget", "0"]
+    assert main([*common, "--no-progress"]) == 2  # the embedded model has no heads
+    assert "metacognitive heads" in capsys.readouterr().err
+    fresh, _ = load_model(device="cpu")  # a copy: never attach to the shared fixture
+    save_introspection(attach_introspection(fresh), tmp_path / "intro")
+    model_flags = ["--models-root", "/", "--base", str(embedded_model_dir()).lstrip("/")]
+    model_flags += ["--adapter", str(tmp_path / "intro").lstrip("/")]
+    assert main([*common, *model_flags, "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "before" in printed and "after" in printed and "ece" in printed and str(out) in printed
+    assert load_calibration(out).fitted_on["n"] == 3
