@@ -83,6 +83,13 @@ def cmd_observe(args: argparse.Namespace) -> int:
     return run_observe(args)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the engine over an OpenAI-compatible HTTP API (chat completions, SSE streaming)."""
+    from tina.serve import run_serve
+
+    return run_serve(args)
+
+
 def cmd_quality(args: argparse.Namespace) -> int:
     """Accuracy per task and difficulty with full, cut and no thinking."""
     from tina.models import embedded_model_dir, load_model
@@ -329,6 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--one-cycle", action="store_true", help="smoke run: a few phase-A steps on --data"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = _add(sub, "serve", cmd_serve)
+    from tina.runtime import add_model_arguments
+    from tina.serve import add_serve_arguments
+
+    add_model_arguments(p)
+    add_serve_arguments(p)
 
     p = _add(sub, "quality", cmd_quality)
     p.add_argument("--model", default=None, help="local HF model directory (default: embedded)")

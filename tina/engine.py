@@ -9,7 +9,9 @@ on-policy training). A batch of requests runs on ONE KV cache:
    The calibration (temperature, plan thresholds, budget clip) is applied here.
 2. **budget**: a fixed per-request budget wins; else the `direct` plan gives 0; else the heads'
    budget clamped to [min_think, budget_cap]; without heads, budget_cap. The soft cap is
-   `budget · (1 + slack)`; reaching it forces `</think>`.
+   `budget · (1 + slack)`; reaching it forces `</think>`. A request's `max_tokens` bounds think +
+   answer tokens together: the soft cap is at most `max_tokens − 1` (one token is left for the
+   answer) and, at `</think>`, the answer cap shrinks to what thinking left.
 3. **think**: one forward per step for the whole batch; each row has its own phase, budget,
    counts and forced-token queue. Side adapters are on exactly for rows whose fed token is a
    think token (the same positions as the training think mask).
@@ -17,7 +19,8 @@ on-policy training). A batch of requests runs on ONE KV cache:
    (confidence after thinking). Optionally (off by default) a row at its soft cap whose
    confidence is below a threshold gets one budget extension instead of the forced `</think>`.
 5. **answer**: `<answer>` is forced after `</think>` (the answer phase always runs); the row
-   ends at `</answer>` or, at the answer cap, `</answer>` is forced.
+   ends at `</answer>` (EOS or a stray `</think>` is fed as `</answer>`) or, at the answer cap,
+   `</answer>` is forced.
 6. **finalize**: hidden chain of thought returns only `extract_answer`'s text; visible returns
    the whole completion. Every request gets its `Telemetry`.
 
@@ -94,6 +97,7 @@ class Request:
     top_p: float = 1.0  #: nucleus mass when sampling
     seed: int | None = None  #: sampling seed (per request)
     visible_cot: bool | None = None  #: show the thinking for this request
+    max_tokens: int | None = None  #: most think + answer tokens in all, tags excluded (step 2)
 
 
 @dataclass
@@ -159,6 +163,8 @@ class _Row:
     extended: bool = False
     pending_assess: bool = False  #: at the soft cap, waiting for the heads to allow an extension
     confidence_after: float | None = None
+    think_limit: int | None = None  #: most think tokens `max_tokens` allows (one left to answer)
+    token_limit: int | None = None  #: the request's `max_tokens`
     gate_sum: float = 0.0
     gate_open: float = 0.0
     gate_count: float = 0.0
@@ -312,15 +318,19 @@ class Engine:
         if request.temperature > 0:
             generator = torch.Generator(device=self.device)
             generator.manual_seed(0 if request.seed is None else request.seed)
+        think_limit = None if request.max_tokens is None else max(0, request.max_tokens - 1)
+        soft_cap = math.floor(budget * (1 + slack))
         row = _Row(
             budget=budget,
-            soft_cap=math.floor(budget * (1 + slack)),
+            soft_cap=soft_cap if think_limit is None else min(soft_cap, think_limit),
             answer_cap=cfg.max_answer_tokens
             if request.max_answer_tokens is None
             else request.max_answer_tokens,
             temperature=request.temperature,
             top_p=request.top_p,
             generator=generator,
+            think_limit=think_limit,
+            token_limit=request.max_tokens,
         )
         if row.soft_cap == 0:
             row.forced = [self.ids[THINK_CLOSE]]
@@ -382,6 +392,9 @@ class Engine:
             if token == think_close:
                 row.phase = ANSWER
                 row.forced = [answer_open]
+                if row.token_limit is not None:  # the answer gets what thinking left
+                    left = row.token_limit - len(row.think_ids)
+                    row.answer_cap = max(1, min(row.answer_cap, left))
                 return token, False
             row.think_ids.append(token)
             if len(row.think_ids) >= row.soft_cap and not row.forced and not row.pending_assess:
@@ -394,7 +407,9 @@ class Engine:
             and row.completion_ids[-2] == think_close
         ):
             return token, False  # the forced opening tag
-        if token in (answer_close, eos):
+        if token in (answer_close, eos, think_close):
+            # a stray `</think>` ends the answer too: `extract_answer` would otherwise re-read
+            # the answer so far as thinking, and a streamed answer could not be taken back
             row.completion_ids[-1] = answer_close
             row.phase = DONE
             return answer_close, False
@@ -444,9 +459,12 @@ class Engine:
         for i in at_cap:
             row = rows[i]
             row.pending_assess = False
-            if float(confidence[i]) < cfg.extension_threshold:
+            extension = max(1, math.ceil(row.budget * cfg.extension_ratio))
+            if row.think_limit is not None:
+                extension = min(extension, row.think_limit - row.soft_cap)
+            if float(confidence[i]) < cfg.extension_threshold and extension > 0:
                 row.extended = True
-                row.soft_cap += max(1, math.ceil(row.budget * cfg.extension_ratio))
+                row.soft_cap += extension
             else:
                 row.forced = [self.ids[THINK_CLOSE]]
                 row.forced_think_close = True

@@ -132,8 +132,8 @@ class Limits:
     max_prompt_chars: int = 8192  #: longest prompt accepted, in characters
     max_tokens: int = 512  #: most tokens (think + answer) one request may generate
     max_queue: int = 64  #: most requests waiting for a batch before new ones are refused
-    batch_window_ms: float = 5.0  #: how long the batcher waits to fill a batch, in milliseconds
-    max_batch_size: int = 8  #: most requests decoded together in one batch
+    batch_window_ms: float = 20.0  #: how long the batcher waits to fill a batch, in milliseconds
+    max_batch_size: int = 16  #: most requests decoded together in one batch
 
     def __post_init__(self) -> None:
         _raise_if(
