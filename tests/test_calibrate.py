@@ -203,7 +203,9 @@ def test_auto_calibration_fits_the_temperature_under_the_fitted_clip(tiny_fresh,
     with torch.no_grad():  # plan "compute", budget near b_max: far above the gold budgets
         intro.heads.outputs.plan.bias.copy_(torch.tensor([0.0, 3.0, 0.0, 0.0]))
         intro.heads.outputs.budget.bias.fill_(6.0)
-    engine = Engine(model, tokenizer, intro, EngineConfig(budget_cap=12, max_answer_tokens=2))
+    engine = Engine(
+        model, tokenizer, intro, EngineConfig(budget_cap=12, max_answer_tokens=2, slack_ratio=0.15)
+    )
     _, items = _items(2)
     raw = gather_calibration_eval(engine, items, AUTO)
     assert raw.think_tokens == [13, 13]  # cap 12 with 15% slack

@@ -233,7 +233,9 @@ def test_debug_per_layer_with_prompts_file_and_batches(tmp_path, capsys):
     for r in records:
         assert set(r) == RECORD_KEYS | {"per_layer"}
         assert r["per_layer"] == {}  # the embedded model has no introspection parts
-        assert r["heads"]["budget"] == 8 and r["sections"]["think"]["tokens"] <= 9
+        assert (
+            r["heads"]["budget"] == 8 and r["sections"]["think"]["tokens"] <= 12
+        )  # soft cap: 8 · 1.5
 
 
 def test_observation_record_per_layer_heads(tiny_fresh):

@@ -189,7 +189,7 @@ def _adapter_targets(targets: Any) -> Callable[..., Any]:
 
 
 def _two_slacks(tmp: Path, model: Path, adapter: Path, service: Path, untagged: Path) -> Any:
-    other = _write_json(tmp / "other.json", {"slack_ratio": 0.5})
+    other = _write_json(tmp / "other.json", {"slack_ratio": 0.25})
     return [service, other], None
 
 
@@ -356,7 +356,7 @@ CASES = [
     ),
     pytest.param(
         _two_slacks,
-        [("other.json", "slack_ratio", "0.5 differs from 0.15 in")],
+        [("other.json", "slack_ratio", "0.25 differs from 0.5 in")],
         id="service-configs-differ-in-slack",
     ),
     pytest.param(

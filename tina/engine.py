@@ -9,7 +9,8 @@ on-policy training). A batch of requests runs on ONE KV cache:
    The calibration (temperature, plan thresholds, budget clip) is applied here.
 2. **budget**: a fixed per-request budget wins; else the `direct` plan gives 0; else the heads'
    budget clamped to [min_think, budget_cap]; without heads, budget_cap. The soft cap is
-   `budget · (1 + slack)`; reaching it forces `</think>`. A request's `max_tokens` bounds think +
+   `budget · (1 + slack)`: once the budget is spent, thinking closes at the first token that
+   ends a step (`tina.tags.ends_step`), and reaching the soft cap forces `</think>` anyway. A request's `max_tokens` bounds think +
    answer tokens together: the soft cap is at most `max_tokens − 1` (one token is left for the
    answer) and, at `</think>`, the answer cap shrinks to what thinking left.
 3. **think**: one forward per step for the whole batch; each row has its own phase, budget,
@@ -49,6 +50,7 @@ from tina.tags import (
     ANSWER_CLOSE,
     ANSWER_OPEN,
     THINK_CLOSE,
+    ends_step,
     leaks_reasoning,
     split_reasoning,
     tag_ids,
@@ -62,7 +64,7 @@ DIRECT = PLAN_CLASSES.index("direct")
 class EngineConfig:
     """Decoding settings shared by every caller (normally built from the service config)."""
 
-    slack_ratio: float = 0.15  #: soft cap = budget · (1 + slack_ratio)
+    slack_ratio: float = 0.5  #: soft cap = budget · (1 + slack_ratio)
     min_think: int = 0  #: the heads' budget is raised to at least this (not a fixed budget)
     budget_cap: int = 384  #: the largest budget; also the budget when there are no heads
     max_answer_tokens: int = 64  #: answer token cap, then `</answer>` is forced
@@ -192,6 +194,7 @@ class Engine:
         )
         self.device = next(model.parameters()).device
         self.forward_calls = 0  #: model forwards run so far (one prefill + one per step)
+        self._step_ends: dict[int, bool] = {}
 
     # --- public -------------------------------------------------------------------------------
 
@@ -397,8 +400,12 @@ class Engine:
                     row.answer_cap = max(1, min(row.answer_cap, left))
                 return token, False
             row.think_ids.append(token)
-            if len(row.think_ids) >= row.soft_cap and not row.forced and not row.pending_assess:
-                self._at_soft_cap(row)
+            if not row.forced and not row.pending_assess:
+                if len(row.think_ids) >= row.soft_cap:
+                    self._at_soft_cap(row)
+                elif len(row.think_ids) >= row.budget and self._ends_step(token):
+                    row.forced = [think_close]  # the budget is spent and a step just ended
+                    row.forced_think_close = True
             return token, True
         row.completion_ids.append(token)
         if (
@@ -418,6 +425,14 @@ class Engine:
             row.forced = [answer_close]
             row.forced_answer_close = True
         return token, False
+
+    def _ends_step(self, token: int) -> bool:
+        """`tina.tags.ends_step` of the token's text (cached per token id)."""
+        cached = self._step_ends.get(token)
+        if cached is None:
+            text = self.tokenizer.decode([token], skip_special_tokens=False)
+            cached = self._step_ends[token] = ends_step(text)
+        return cached
 
     def _at_soft_cap(self, row: _Row) -> None:
         """Force `</think>` now, or (extension enabled, heads present, not yet extended) let the

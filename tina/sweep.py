@@ -8,9 +8,10 @@ What it does:
   field, only those of the requested split are kept; a record whose own answer does not score
   as correct (wrong `meta`) is an `EvalDataError` naming file and line;
 - `decode_items`: one budget over all items, batched through `tina.engine.Engine` in hidden
-  mode. A fixed budget `b` is exact (`slack_ratio` 0: `</think>` is forced at `b` tokens);
-  `auto` is the request as served: the heads' plan and budget, the engine's slack, its
-  calibration. `auto` needs metacognitive heads: without them it is a `SweepError` (the engine
+  mode. A fixed budget `b` is served like any request with that budget (past `b`, thinking
+  closes at the first step end, at `b · (1 + slack)` at the latest: the same rule as `auto`,
+  so the two are comparable); `auto` is the request as served: the heads' plan and budget, the
+  engine's slack, its calibration. `auto` needs metacognitive heads: without them it is a `SweepError` (the engine
   would silently fall back to its budget cap, which is not what `auto` measures);
 - per item: correctness from `tina.tasks.scoring.score_record` (the task's scorer, else exact
   match with the record's answer), the confidence (`item_confidence`: after thinking, or
@@ -203,12 +204,10 @@ def item_confidence(telemetry: Telemetry) -> float | None:
 
 
 def request_for(item: EvalItem, budget: Budget) -> Request:
-    """The engine request of `item` at `budget` (hidden mode; exact for fixed budgets)."""
+    """The engine request of `item` at `budget` (hidden mode; the serving rule for both)."""
     if budget == AUTO:
         return Request(item.prompt, rendered=item.rendered, visible_cot=False)
-    return Request(
-        item.prompt, rendered=item.rendered, budget=int(budget), slack_ratio=0.0, visible_cot=False
-    )
+    return Request(item.prompt, rendered=item.rendered, budget=int(budget), visible_cot=False)
 
 
 def item_row(item: EvalItem, result: Result, budget: Budget) -> dict[str, Any]:

@@ -281,6 +281,14 @@ def _inside(input_ids: list[int], open_id: int, close_id: int) -> list[int]:
     return mask
 
 
+def ends_step(token_text: str) -> bool:
+    """Whether a think token's text ends a reasoning step: a `;` or a `. ` at its end, or a
+    newline in it. Between a row's budget and its soft cap, the engine closes thinking at the
+    first token that ends a step, so a cut never falls in the middle of a step (a half-written
+    `6+6+0=1` makes the answer that follows it wrong)."""
+    return "\n" in token_text or token_text.endswith((";", ". "))
+
+
 def tag_ids(tokenizer: Any) -> dict[str, int]:
     """The single token id of each reasoning tag; raises ValueError naming a tag that is not
     exactly one id or does not round-trip."""
