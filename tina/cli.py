@@ -238,6 +238,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tui(args: argparse.Namespace) -> int:
+    """Configure, launch, watch and stop a training run in a terminal UI."""
+    from tina.tui import run_tui
+
+    return run_tui(args.train_config)
+
+
 Command = Callable[[argparse.Namespace], int]
 
 
@@ -384,6 +391,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--items", default=None, help="items CSV (default: <csv stem>_items.csv beside --csv)"
     )
     p.add_argument("--n-bins", type=int, default=10, help="bins of the reliability diagram")
+
+    p = _add(sub, "tui", cmd_tui)
+    p.add_argument(
+        "--train-config",
+        default="train_config.yaml",
+        help="training YAML the form starts from (default: ./train_config.yaml)",
+    )
 
     p = _add(sub, "validate", cmd_validate)
     p.add_argument(

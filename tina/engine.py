@@ -9,10 +9,11 @@ on-policy training). A batch of requests runs on ONE KV cache:
    The calibration (temperature, plan thresholds, budget clip) is applied here.
 2. **budget**: a fixed per-request budget wins; else the `direct` plan gives 0; else the heads'
    budget clamped to [min_think, budget_cap]; without heads, budget_cap. The soft cap is
-   `budget · (1 + slack)`: once the budget is spent, thinking closes at the first token that
-   ends a step (`tina.tags.ends_step`), and reaching the soft cap forces `</think>` anyway. A request's `max_tokens` bounds think +
-   answer tokens together: the soft cap is at most `max_tokens − 1` (one token is left for the
-   answer) and, at `</think>`, the answer cap shrinks to what thinking left.
+   `budget · (1 + slack)`: once the budget is spent, thinking closes at the first token
+   that ends a step (`tina.tags.ends_step`); reaching the soft cap forces `</think>` anyway.
+   A request's `max_tokens` bounds think + answer tokens together: the soft cap is at most
+   `max_tokens − 1` (one token is left for the answer) and, at `</think>`, the answer cap
+   shrinks to what thinking left.
 3. **think**: one forward per step for the whole batch; each row has its own phase, budget,
    counts and forced-token queue. Side adapters are on exactly for rows whose fed token is a
    think token (the same positions as the training think mask).
