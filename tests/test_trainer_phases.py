@@ -300,3 +300,29 @@ def test_two_processes_under_accelerate_launch(tmp_path, data_file):
     lines = _lines(tmp_path / "run")
     assert [r["step"] for r in lines] == [1, 2, 3]  # written once, by the main process
     assert (tmp_path / "run" / "checkpoint-3" / "introspection.safetensors").is_file()
+
+
+def test_phase_d_calibrates_on_eval_data_and_keeps_the_file_in_the_checkpoint(
+    tmp_path, data_file, records
+):
+    eval_path = tmp_path / "eval.jsonl"
+    write_contract_jsonl(eval_path, records[:6])
+    path = _write(
+        tmp_path,
+        data_file,
+        steps=2,
+        save_every=2,
+        eval_data=str(eval_path),
+        introspection={"heads": {"taps": [0.5, 1.0], "b_max": 24}},
+        phases=[{"name": "D", "until_step": 2, "train": ["heads"], "calibrate": True}],
+    )
+    config = load_train_config(path)
+    train(config, progress=False)
+    from tina.calibration import load_calibration
+
+    output = Path(config.output_dir)
+    calibration = load_calibration(output / "metacog_calibration.json")
+    assert (output / "checkpoint-2" / "metacog_calibration.json").is_file()
+    last = _lines(output)[-1]
+    assert last["calibration_temperature"] == pytest.approx(calibration.confidence_temperature)
+    assert "calibration_ece_before" in last and "calibration_ece_after" in last

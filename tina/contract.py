@@ -381,6 +381,7 @@ def write_contract_jsonl(
     """
     target = Path(path)
     directory = target.parent
+    directory.mkdir(parents=True, exist_ok=True)  # `--out data/train.jsonl` on a fresh clone
     tmp = directory / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     count = 0

@@ -1,6 +1,8 @@
 """Build the engine a command runs: model (+ PEFT LoRA + introspection parts), service config,
 calibration. Chat, observation, HTTP serving, sweeps and calibration all start here, so they
-load the same things the same way.
+load the same things the same way. With no model flags, the embedded model runs with the
+introspection parts and calibration the think-less recipe shipped into its `introspection/`
+directory, when present (`--no-introspection`: the model alone).
 
 What it does not do: decode (see `tina.engine`) or parse command lines (see `tina.cli`).
 """
@@ -13,9 +15,12 @@ from typing import Any
 
 from tina.calibration import load_calibration
 from tina.engine import Engine, EngineConfig, Request
-from tina.introspection import load_introspective_model
+from tina.introspection import CONFIG_NAME, load_introspective_model
 from tina.models import embedded_model_dir
 from tina.service_config import ServiceConfig, load_service_config
+
+SHIPPED_INTROSPECTION = "introspection"  #: the embedded model's subdirectory of shipped parts
+CALIBRATION_FILE = "metacog_calibration.json"  #: the calibration file beside shipped parts
 
 
 def add_model_arguments(parser: Any) -> None:
@@ -44,6 +49,11 @@ def add_model_arguments(parser: Any) -> None:
     )
     parser.add_argument("--budget-cap", type=int, default=None, help="largest think budget")
     parser.add_argument(
+        "--no-introspection",
+        action="store_true",
+        help="the embedded model alone, without its shipped introspection parts and calibration",
+    )
+    parser.add_argument(
         "--device", default=None, help="torch device (default: cuda if available, else cpu)"
     )
 
@@ -52,9 +62,15 @@ def load_engine(args: Any, service: ServiceConfig | None = None) -> tuple[Engine
     """The engine for parsed `add_model_arguments` flags; returns it with the service config."""
     service = service or load_service_config(args.service_config)
     base = args.base or service.model.base
+    shipped_calibration = None
     if base is None:
         root, base = embedded_model_dir().parent, embedded_model_dir().name
         adapter, subfolder = None, None
+        shipped = embedded_model_dir() / SHIPPED_INTROSPECTION
+        if not getattr(args, "no_introspection", False) and (shipped / CONFIG_NAME).is_file():
+            adapter = f"{base}/{SHIPPED_INTROSPECTION}"  # the recipe's parts, shipped
+            if (shipped / CALIBRATION_FILE).is_file():
+                shipped_calibration = str(shipped / CALIBRATION_FILE)
     else:
         root = Path(args.models_root or service.model.models_root or ".")
         adapter = args.adapter or service.model.adapter
@@ -62,7 +78,7 @@ def load_engine(args: Any, service: ServiceConfig | None = None) -> tuple[Engine
     model, tokenizer, intro = load_introspective_model(
         root, base, adapter, subfolder, device=args.device
     )
-    calibration_path = args.calibration or service.calibration_path
+    calibration_path = args.calibration or service.calibration_path or shipped_calibration
     calibration = load_calibration(calibration_path) if calibration_path else None
     config = EngineConfig.from_service_config(service)
     if args.budget_cap is not None:

@@ -1,0 +1,145 @@
+"""Budget learning: the minimal-budget search, the reward, the policy update's gradient sign,
+and the recipe's config errors and result table."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tina.budget_policy import BudgetPolicy, budget_reward, reinforce_loss
+from tina.budget_search import BudgetSearchConfig, budget_records, minimal_budgets
+from tina.engine import Request, Result, Telemetry
+from tina.recipe import load_recipe_config, result_table
+from tina.sweep import AUTO, item_from_record
+from tina.tasks import generate_records
+from tina.trainer import TrainConfigError
+
+
+def _telemetry(think: int, budget: int) -> Telemetry:
+    return Telemetry(
+        plan=None,
+        plan_probs={},
+        predicted_budget=None,
+        budget=budget,
+        soft_cap=budget,
+        think_tokens=think,
+        answer_tokens=1,
+        confidence_before=None,
+        confidence_after=None,
+        extended=False,
+        forced_think_close=think < 100,
+        forced_answer_close=False,
+        gate_activity=0.0,
+        gate_coverage=0.0,
+        latency_s=0.0,
+        tokens_per_s=0.0,
+        leaked=False,
+    )
+
+
+class ScriptedEngine:
+    """An engine whose item i answers correctly iff it may think `need[i]` tokens (None: never);
+    thinking freely it thinks 100 tokens."""
+
+    def __init__(self, items, need):
+        self.by_prompt = {it.prompt: (it.gold, n) for it, n in zip(items, need, strict=True)}
+        self.budgets: list[int] = []
+
+    def generate(self, requests: list[Request]) -> list[Result]:
+        out = []
+        for r in requests:
+            gold, need = self.by_prompt[r.prompt]
+            assert r.budget is not None
+            self.budgets.append(r.budget)
+            think = min(r.budget, 100)
+            ok = need is not None and think >= need
+            answer = gold if ok else "-1"
+            completion = "t" * think + f"</think><answer>{answer}</answer>"
+            out.append(Result(answer, answer, "t" * think, completion, _telemetry(think, r.budget)))
+        return out
+
+
+@pytest.fixture
+def items():
+    records = generate_records("add", 4, seed=9, difficulties=[2])
+    return [item_from_record(r, ("t", i + 1)) for i, r in enumerate(records)]
+
+
+def test_minimal_budget_is_the_smallest_grid_budget_that_answers(items):
+    engine = ScriptedEngine(items, [0, 10, 50, None])
+    config = BudgetSearchConfig(grid=[0, 8, 16, 32, 64], free_budget=384, batch_size=3)
+    found = minimal_budgets(engine, items, config)  # type: ignore[arg-type]
+    assert [f.minimal_budget for f in found] == [0, 16, 64, None]
+    assert [f.free_correct for f in found] == [True, True, True, False]
+    assert all(f.free_think_tokens == 100 for f in found)
+    # Solved items stop being decoded; never-solved ones are not searched at all.
+    assert found[0].tried == [0] and found[1].tried == [0, 8, 16] and found[3].tried == []
+    records = budget_records(items, found)
+    assert [r["target_budget"] for r in records[:3]] == [0, 16, 64]
+    assert records[3]["target_budget"] == items[3].record["target_budget"]  # unsolved: concise
+    assert records[0]["plan_class"] == "direct" and records[1]["plan_class"] == "compute"
+    assert [r["correct"] for r in records] == [True, True, True, False]
+    assert records[3]["lm_weight"] == 0.0 and "lm_weight" not in records[1]
+    # the record's think is the model's own at the minimal budget, closed by the gold answer
+    assert records[1]["text"].endswith("t" * 16 + f"</think><answer>{items[1].gold}</answer>")
+
+
+def test_budget_reward_prices_tokens_and_overruns():
+    assert budget_reward(1.0, 0, 0, lam=0.01, over_budget_weight=1.0) == 1.0
+    assert budget_reward(1.0, 50, 50, lam=0.01, over_budget_weight=1.0) == pytest.approx(0.5)
+    assert budget_reward(0.0, 60, 40, lam=0.0, over_budget_weight=1.0) == pytest.approx(-0.5)
+    # at equal correctness, fewer tokens earn more
+    assert budget_reward(1.0, 20, 40, 0.01, 0.5) > budget_reward(1.0, 40, 40, 0.01, 0.5)
+
+
+@pytest.mark.parametrize(("reward", "sign"), [(1.0, 1.0), (-1.0, -1.0)])
+def test_policy_update_moves_the_budget_towards_rewarded_samples(reward, sign):
+    """A sample above the mean with a positive advantage pulls the head's budget up (a
+    gradient-descent step raises it); with a negative advantage, down."""
+    policy = BudgetPolicy(init_log_std=-1.0)
+    head = torch.tensor([20.0], requires_grad=True)
+    sample = torch.log1p(torch.tensor([40.0]))  # above the mean log(21)
+    loss = reinforce_loss(policy.log_prob(head, sample), torch.tensor([reward]), baseline=0.0)
+    loss.backward()
+    assert head.grad is not None
+    assert float(-head.grad) * sign > 0  # descent direction raises (or lowers) the budget
+    # the baseline removes the update when the reward equals it
+    head.grad = None
+    zero = reinforce_loss(policy.log_prob(head, sample), torch.tensor([0.3]), baseline=0.3)
+    zero.backward()
+    assert float(head.grad) == 0.0
+
+
+def test_recipe_config_errors_are_named(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("n_tests: 3\nn_train: 0\nsearch: {grids: [1]}\nsuite: {divide: [1]}\n")
+    with pytest.raises(TrainConfigError) as info:
+        load_recipe_config(path)
+    message = str(info.value)
+    for expected in (
+        "n_tests: unknown key",
+        "n_train: expected a positive integer",
+        "search.grids: unknown key",
+        "suite.divide: unknown task",
+    ):
+        assert expected in message
+
+
+def test_result_table_interpolates_the_fixed_budget_curve():
+    rows = [
+        {"budget": "0", "exact_match": 0.2, "avg_think_tokens": 0.0, "n": 10},
+        {"budget": "32", "exact_match": 0.6, "avg_think_tokens": 30.0, "n": 10},
+        {"budget": "64", "exact_match": 0.9, "avg_think_tokens": 60.0, "n": 10},
+        {"budget": AUTO, "exact_match": 0.8, "avg_think_tokens": 40.0, "n": 10},
+    ]
+    reference = {"budget": 384, "exact_match": 0.85, "avg_think_tokens": 100.0}
+    table, summary = result_table(reference, rows, {"adherence_median": 0.05, "empty_answers": 0.0})
+    assert summary["curve_exact_match_at_tina_tokens"] == pytest.approx(0.7)
+    assert summary["on_or_above_curve"] and summary["token_ratio"] == pytest.approx(0.4)
+    assert summary["accuracy_gap_points"] == pytest.approx(5.0)
+    assert "| **Tina at its predicted budget** | **0.800** | **40.0** | **40%** |" in table
+    worse = [dict(r) for r in rows]
+    worse[-1]["exact_match"] = 0.65
+    assert not result_table(reference, worse, {"adherence_median": 0.0, "empty_answers": 0.0})[1][
+        "on_or_above_curve"
+    ]

@@ -1,0 +1,122 @@
+"""Minimal sufficient think budgets: how few think tokens each item really needs.
+
+What it does: `minimal_budgets(engine, items, config)` decodes every item through the engine
+(greedy, hidden) first with a free budget (`free_budget`: the model thinks as long as it likes),
+then at each budget of an increasing grid, below the item's free think length, exactly (slack
+0: `</think>` forced at the budget), only for items not yet solved. An item's *minimal
+sufficient budget* is the smallest budget at which it is answered correctly: the first grid
+budget that works, else its free think length when only free thinking works. Items the model
+gets wrong even thinking freely have none (`minimal_budget` None).
+
+`budget_records(items, found)` turns the search into training records for the heads: budget
+target = the minimal budget (an unsolved item keeps its record's `target_budget`, the length of
+a correct concise trace: thinking longer than that does not help it), confidence target =
+correctness with free thinking, plan `direct` when the minimal budget is 0. The record's think
+is the model's own think at that budget (the text the engine produced), closed by the gold
+answer, so the adapters and think CE see on-policy text.
+
+Correctness is `tina.sweep.score_item` (the task scorers); decoding is `tina.sweep.decode_items`
+(the one engine). What it does not do: train anything (the recipe and the budget policy do).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tina.engine import Engine
+from tina.on_policy import record_prompt
+from tina.sweep import EvalItem, decode_items
+from tina.tags import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE
+
+
+@dataclass
+class BudgetSearchConfig:
+    """The search grid."""
+
+    #: fixed budgets tried in increasing order (only those below an item's free think length)
+    grid: list[int] = field(
+        default_factory=lambda: [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192]
+    )
+    free_budget: int = 384  #: the budget of free thinking (also the search's upper end)
+    batch_size: int = 64  #: requests per engine call
+
+
+@dataclass
+class BudgetFound:
+    """What the search found for one item."""
+
+    id: str
+    free_correct: bool  #: correct when thinking freely
+    free_think_tokens: int  #: think tokens spent thinking freely
+    minimal_budget: int | None  #: smallest sufficient budget (None: never correct)
+    completion: str  #: the engine's completion at the minimal budget (else the free one)
+    tried: list[int] = field(default_factory=list)  #: the grid budgets decoded for this item
+
+
+def minimal_budgets(
+    engine: Engine,
+    items: Sequence[EvalItem],
+    config: BudgetSearchConfig | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[BudgetFound]:
+    """The minimal sufficient budget of every item (see module docstring)."""
+    config = config or BudgetSearchConfig()
+    grid = sorted(set(config.grid))
+    if any(b < 0 for b in grid) or config.free_budget < 1:
+        raise ValueError("budgets must be >= 0 and free_budget positive")
+    rows, results = decode_items(engine, items, config.free_budget, config.batch_size, on_batch)
+    found = [
+        BudgetFound(
+            id=item.id,
+            free_correct=bool(row["correct"]),
+            free_think_tokens=int(row["think_tokens"]),
+            minimal_budget=int(row["think_tokens"]) if row["correct"] else None,
+            completion=result.completion,
+        )
+        for item, row, result in zip(items, rows, results, strict=True)
+    ]
+    for budget in grid:
+        todo = [
+            i
+            for i, f in enumerate(found)
+            if f.minimal_budget is not None and budget < f.minimal_budget
+        ]
+        if not todo:
+            continue
+        rows, results = decode_items(
+            engine, [items[i] for i in todo], budget, config.batch_size, on_batch
+        )
+        for i, row, result in zip(todo, rows, results, strict=True):
+            found[i].tried.append(budget)
+            if row["correct"]:
+                found[i].minimal_budget = budget
+                found[i].completion = result.completion
+    return found
+
+
+def budget_records(items: Sequence[EvalItem], found: Sequence[BudgetFound]) -> list[dict[str, Any]]:
+    """Training records from the search (see module docstring)."""
+    out = []
+    for item, f in zip(items, found, strict=True):
+        record = dict(item.record)
+        think = f.completion.split(THINK_CLOSE, 1)[0] if THINK_CLOSE in f.completion else ""
+        record["text"] = (
+            f"{record_prompt(record)}{think}{THINK_CLOSE}{ANSWER_OPEN}{item.gold}{ANSWER_CLOSE}"
+        )
+        if f.minimal_budget is None:
+            target = int(record.get("target_budget", f.free_think_tokens))
+            record["lm_weight"] = 0.0  # a think that failed is not imitated
+        else:
+            target = f.minimal_budget
+        record["target_budget"] = target
+        record["think_tokens_used"] = target
+        record["correct"] = f.free_correct
+        if target == 0:
+            record["plan_class"] = "direct"
+        elif record.get("plan_class") == "direct":
+            record["plan_class"] = "compute"
+        record["minimal_budget"] = f.minimal_budget
+        out.append(record)
+    return out

@@ -1,0 +1,394 @@
+"""The think-less recipe: embedded model → phase A → minimal budgets → phase C → budget RL →
+calibration → the token-efficiency result, from one config file and one command.
+
+`tina recipe --config configs/budget_recipe.yaml [--ship]` runs, in `output_dir`:
+
+1. **data**: the task suite's cells (task × difficulty): concise training records (`train.jsonl`),
+   items for the minimal-budget search, a calibration split (`dev.jsonl`) and held-out test items
+   (`test.jsonl`: questions the bootstrap corpus never held where the space allows, as
+   `tina quality` picks them; none of them in the other splits);
+2. **phase A** (`tina.trainer`, frozen base): heads and adapters on concise traces;
+3. **minimal budgets** (`tina.budget_search`): the phase-A model's own thinks at a grid of budgets,
+   the smallest one that still answers correctly, written as on-policy records
+   (`onpolicy.jsonl`);
+4. **phase C** (`tina.trainer`): heads and adapters on those records (budget target = the minimal
+   budget, confidence target = correctness, think CE on the model's own successful thinks);
+5. **budget policy** (`tina.budget_policy`): REINFORCE of the budget head on the items the
+   reference (adapters off, thinking freely) solves, reward = correct − λ · think tokens;
+6. **calibration** (`tina.calibrate`) on the dev split, written beside the final parts in
+   `final/` (introspection parts + `metacog_calibration.json`);
+7. **the result** (`tina.sweep`) on the test items: the reference thinking freely, Tina at
+   fixed budgets (the curve) and at its own budget (`auto`): `artifacts/budget_result.md`
+   (+ `.json`), the sweep CSVs and the plots.
+
+With `--ship` (or `ship_to` in the config), `final/` is copied to the embedded model's
+`introspection/` directory, which `tina chat` / `tina serve` load by default.
+
+What it does not do: self-play, or partial unfreeze of the base (the trainer supports both; the
+recipe keeps the base frozen so the reference stays the shipped model).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tina.budget_policy import BudgetPolicyConfig, train_budget_policy
+from tina.budget_search import BudgetSearchConfig, budget_records, minimal_budgets
+from tina.contract import write_contract_jsonl
+from tina.engine import Engine, EngineConfig
+from tina.introspection import load_introspection, save_introspection
+from tina.models import embedded_model_dir, load_model
+from tina.quality import DEFAULT_SUITE, heldout_items, seen_questions_of
+from tina.runtime import SHIPPED_INTROSPECTION
+from tina.sweep import AUTO, EvalItem, decode_items, item_from_record, sweep_engine
+from tina.tasks import generate_records
+from tina.trainer import TrainConfigError, latest_checkpoint, load_train_config, train
+
+
+@dataclass
+class RecipeConfig:
+    """The recipe's settings (`configs/budget_recipe.yaml`)."""
+
+    output_dir: str = "runs/budget_recipe"  #: everything the run writes
+    seed: int = 0  #: data and training seed
+    suite: dict[str, list[int]] = field(
+        default_factory=lambda: {t: list(d) for t, d in DEFAULT_SUITE}
+    )  #: task -> difficulties (the cells)
+    n_train: int = 40  #: concise training records per cell (phase A)
+    n_search: int = 20  #: items per cell for the minimal-budget search (phase C data)
+    n_dev: int = 12  #: calibration items per cell
+    n_test: int = 30  #: held-out result items per cell
+    free_budget: int = 384  #: the reference's budget: thinking freely
+    phase_a: dict[str, Any] = field(default_factory=dict)  #: train-config keys for phase A
+    phase_c: dict[str, Any] = field(default_factory=dict)  #: train-config keys for phase C
+    search: dict[str, Any] = field(default_factory=dict)  #: `BudgetSearchConfig` fields
+    policy: dict[str, Any] = field(default_factory=dict)  #: `BudgetPolicyConfig` fields
+    sweep_budgets: list[int] = field(
+        default_factory=lambda: [0, 16, 32, 48, 64, 96, 128, 192]
+    )  #: the fixed budgets of the curve
+    batch_size: int = 64  #: engine batch for search and evaluation
+    ship_to: str | None = None  #: copy `final/` here at the end (`--ship`: the embedded dir)
+
+
+def load_recipe_config(path: str | Path) -> RecipeConfig:
+    """The recipe config in a YAML file; unknown or mistyped keys are a TrainConfigError naming
+    the file and the key (the same error type as train configs)."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise TrainConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise TrainConfigError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise TrainConfigError(f"{path}: (top level): expected a mapping")
+    known = {f.name: f for f in fields(RecipeConfig)}
+    problems = [f"{path}: {k}: unknown key" for k in raw if k not in known]
+    for key in ("n_train", "n_search", "n_dev", "n_test", "free_budget", "batch_size"):
+        if key in raw and (not isinstance(raw[key], int) or raw[key] < 1):
+            problems.append(f"{path}: {key}: expected a positive integer, got {raw[key]!r}")
+    for key, cls in (("search", BudgetSearchConfig), ("policy", BudgetPolicyConfig)):
+        names = {f.name for f in fields(cls)}
+        problems += [
+            f"{path}: {key}.{k}: unknown key (expected one of {sorted(names)})"
+            for k in (raw.get(key) or {})
+            if k not in names
+        ]
+    suite = raw.get("suite", {})
+    if not isinstance(suite, dict):
+        problems.append(f"{path}: suite: expected a mapping of task -> difficulties")
+    else:
+        from tina.tasks import TASKS
+
+        problems += [f"{path}: suite.{t}: unknown task" for t in suite if t not in TASKS]
+    if problems:
+        raise TrainConfigError("\n".join(problems))
+    return RecipeConfig(**raw)
+
+
+def _cells(config: RecipeConfig) -> list[tuple[str, int]]:
+    return [(task, int(d)) for task, ds in config.suite.items() for d in ds]
+
+
+def build_splits(config: RecipeConfig) -> dict[str, list[dict[str, Any]]]:
+    """train / search / dev / test records (see module docstring); test questions appear in
+    no other split."""
+    seen = seen_questions_of(embedded_model_dir())
+    test: list[dict[str, Any]] = []
+    for task, d in _cells(config):
+        test += heldout_items(task, d, config.n_test, 10_000 + config.seed, seen)
+    held = {r["meta"]["question"] for r in test}
+    splits: dict[str, list[dict[str, Any]]] = {"test": test}
+    for offset, (name, n) in enumerate(
+        (("train", config.n_train), ("search", config.n_search), ("dev", config.n_dev))
+    ):
+        records: list[dict[str, Any]] = []
+        for task, d in _cells(config):
+            batch = generate_records(
+                task, 3 * n, seed=config.seed + 101 * (offset + 1), difficulties=[d]
+            )
+            kept = [r for r in batch if r["meta"]["question"] not in held]
+            records += (kept or batch)[:n]
+        splits[name] = records
+    return splits
+
+
+def _train_phase(
+    config: RecipeConfig,
+    name: str,
+    data: Path,
+    out: Path,
+    extra: dict[str, Any],
+    start: Path | None,
+) -> Path:
+    """One trainer run (the phased trainer, one phase); returns its last checkpoint."""
+    raw: dict[str, Any] = {
+        "train_data": str(data),
+        "output_dir": str(out),
+        "seed": config.seed,
+        "tensorboard": False,
+        **extra,
+    }
+    if start is not None:
+        raw["model"] = {
+            "models_root": str(embedded_model_dir().parent),
+            "base": embedded_model_dir().name,
+            "adapter": str(start.resolve()),
+        }
+    path = out.parent / f"{name}_config.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    train(load_train_config(path), resume=True, progress=False)
+    checkpoint = latest_checkpoint(out)
+    if checkpoint is None:
+        raise RuntimeError(f"{out}: phase {name} wrote no checkpoint")
+    return checkpoint
+
+
+def _items(records: list[dict[str, Any]], where: str) -> list[EvalItem]:
+    return [item_from_record(r, (where, i + 1)) for i, r in enumerate(records)]
+
+
+def result_table(
+    reference: dict[str, float], sweep_rows: list[dict[str, Any]], adherence: dict[str, float]
+) -> tuple[str, dict[str, Any]]:
+    """The result (Markdown) and its figures: reference vs Tina at its budget, the fixed-budget
+    curve, and whether Tina's point lies on or above it (linear interpolation of the curve's
+    exact match at Tina's average think tokens)."""
+    auto = next(r for r in sweep_rows if r["budget"] == AUTO)
+    fixed = sorted(
+        (r for r in sweep_rows if r["budget"] != AUTO), key=lambda r: r["avg_think_tokens"]
+    )
+    x, y = auto["avg_think_tokens"], auto["exact_match"]
+    below = [r for r in fixed if r["avg_think_tokens"] <= x]
+    above = [r for r in fixed if r["avg_think_tokens"] > x]
+    if below and above:
+        a, b = below[-1], above[0]
+        t = (x - a["avg_think_tokens"]) / (b["avg_think_tokens"] - a["avg_think_tokens"])
+        curve = a["exact_match"] + t * (b["exact_match"] - a["exact_match"])
+    else:
+        curve = (below or above)[-1 if below else 0]["exact_match"]
+    summary = {
+        "reference_exact_match": reference["exact_match"],
+        "reference_think_tokens": reference["avg_think_tokens"],
+        "tina_exact_match": y,
+        "tina_think_tokens": x,
+        "accuracy_gap_points": 100 * (reference["exact_match"] - y),
+        "token_ratio": x / reference["avg_think_tokens"] if reference["avg_think_tokens"] else 0,
+        "curve_exact_match_at_tina_tokens": curve,
+        "on_or_above_curve": y >= curve - 1e-9,
+        **adherence,
+        "n": auto["n"],
+    }
+    lines = [
+        "| run | exact match | avg think tokens | tokens vs reference |",
+        "| --- | --- | --- | --- |",
+        f"| reference: adapters off, thinking freely (budget ≤ {reference['budget']}) | "
+        f"{reference['exact_match']:.3f} | {reference['avg_think_tokens']:.1f} | 100% |",
+        f"| **Tina at its predicted budget** | **{y:.3f}** | **{x:.1f}** | "
+        f"**{100 * summary['token_ratio']:.0f}%** |",
+    ]
+    lines += [
+        f"| Tina at fixed budget {r['budget']} | {r['exact_match']:.3f} | "
+        f"{r['avg_think_tokens']:.1f} | "
+        f"{100 * r['avg_think_tokens'] / max(reference['avg_think_tokens'], 1e-9):.0f}% |"
+        for r in sorted(fixed, key=lambda r: int(r["budget"]))
+    ]
+    lines += [
+        "",
+        f"- accuracy gap (reference − Tina): {summary['accuracy_gap_points']:+.1f} points "
+        f"(goal: within 1)",
+        f"- Tina's think tokens: {100 * summary['token_ratio']:.0f}% of the reference's "
+        f"(goal: ≤ 50%)",
+        f"- fixed-budget curve at Tina's tokens: {curve:.3f} exact match; Tina "
+        f"{'on or above' if summary['on_or_above_curve'] else 'BELOW'} the curve",
+        f"- budget adherence: median |used − predicted| / predicted = "
+        f"{100 * adherence['adherence_median']:.1f}% (goal: ≤ 10%); empty answers: "
+        f"{int(adherence['empty_answers'])}",
+        f"- n = {auto['n']} held-out items over every task and difficulty",
+    ]
+    return "\n".join(lines) + "\n", summary
+
+
+def run_recipe(config: RecipeConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run every step (see module docstring); returns the result summary."""
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def step(name: str) -> None:
+        timings[name] = round(time.perf_counter() - started - sum(timings.values()), 1)
+        log(f"[recipe] {name}: {timings[name]:.0f} s")
+
+    splits = build_splits(config)
+    for name, records in splits.items():
+        write_contract_jsonl(out / f"{name}.jsonl", records)
+    step("data")
+
+    phase_a = {
+        "steps": 400,
+        "batch_size": 32,
+        "save_every": 400,
+        "log_every": 50,
+        "phases": [{"name": "A", "until_step": 10**9, "train": ["heads", "adapters"]}],
+        **config.phase_a,
+    }
+    ckpt_a = _train_phase(config, "phase_a", out / "train.jsonl", out / "phase_a", phase_a, None)
+    step("phase A")
+
+    model, tokenizer = load_model()
+    intro = load_introspection(model, ckpt_a)
+    intro.eval()
+    engine = Engine(model, tokenizer, intro, EngineConfig(budget_cap=config.free_budget))
+    search_items = _items(splits["search"], "search")
+    search = BudgetSearchConfig(**{"batch_size": config.batch_size, **config.search})
+    found = minimal_budgets(engine, search_items, search)
+    write_contract_jsonl(out / "onpolicy.jsonl", budget_records(search_items, found))
+    solved = [f for f in found if f.minimal_budget is not None]
+    log(
+        f"[recipe] minimal budgets: {len(solved)}/{len(found)} solved thinking freely; "
+        f"median minimal {statistics.median([f.minimal_budget or 0 for f in solved] or [0])} vs "
+        f"free {statistics.median([f.free_think_tokens for f in solved] or [0])} think tokens"
+    )
+    step("minimal budgets")
+
+    phase_c = {
+        "steps": 200,
+        "batch_size": 32,
+        "save_every": 200,
+        "log_every": 50,
+        "phases": [
+            {
+                "name": "C",
+                "until_step": 10**9,
+                "train": ["heads", "adapters"],
+                "loss_weights": {"think_ce": 0.5},
+            }
+        ],
+        **config.phase_c,
+    }
+    ckpt_c = _train_phase(
+        config, "phase_c", out / "onpolicy.jsonl", out / "phase_c", phase_c, ckpt_a
+    )
+    step("phase C")
+
+    intro.detach()
+    model, tokenizer = load_model()
+    intro = load_introspection(model, ckpt_c)
+    intro.eval()
+    engine = Engine(model, tokenizer, intro, EngineConfig(budget_cap=config.free_budget))
+    policy_items = [it for it, f in zip(search_items, found, strict=True) if f.free_correct]
+    policy = BudgetPolicyConfig(
+        **{"batch_size": config.batch_size, "seed": config.seed, **config.policy}
+    )
+    history = train_budget_policy(
+        engine,
+        policy_items,
+        policy,
+        lambda r: log(
+            f"[policy] {int(r['iteration'])}: reward {r['reward']:.3f} acc {r['accuracy']:.3f} "
+            f"think {r['think_tokens']:.1f} budget {r['budget']:.1f} std {r['std']:.3f}"
+        ),
+    )
+    (out / "policy_history.json").write_text(json.dumps(history, indent=1) + "\n")
+    final = out / "final"
+    save_introspection(intro, final)
+    step("budget policy")
+
+    from tina.calibrate import calibrate_on_records
+    from tina.calibration import load_calibration
+
+    calibration_path = final / "metacog_calibration.json"
+    figures = calibrate_on_records(engine, splits["dev"], calibration_path)
+    log(f"[recipe] calibration: {json.dumps({k: round(v, 4) for k, v in figures.items()})}")
+    engine.calibration = load_calibration(calibration_path)
+    step("calibration")
+
+    test_items = _items(splits["test"], "test")
+    plain, _ = load_model()
+    reference_engine = Engine(plain, tokenizer, None, EngineConfig(budget_cap=config.free_budget))
+    ref_rows, _ = decode_items(reference_engine, test_items, config.free_budget, config.batch_size)
+    reference = {
+        "budget": config.free_budget,
+        "exact_match": sum(r["correct"] for r in ref_rows) / len(ref_rows),
+        "avg_think_tokens": sum(r["think_tokens"] for r in ref_rows) / len(ref_rows),
+    }
+    artifacts = out / "artifacts"
+    result = sweep_engine(
+        engine,
+        test_items,
+        [*config.sweep_budgets, AUTO],
+        split="test",
+        out_dir=artifacts,
+        batch_size=config.batch_size,
+        source=str(out / "test.jsonl"),
+    )
+    auto_items = [r for r in result.items if r["budget"] == AUTO]
+    deviations = [
+        abs(r["think_tokens"] - r["applied_budget"]) / r["applied_budget"]
+        for r in auto_items
+        if r["applied_budget"]
+    ]
+    adherence = {
+        "adherence_median": statistics.median(deviations) if deviations else 0.0,
+        "empty_answers": float(sum(1 for r in auto_items if not str(r["prediction"]).strip())),
+    }
+    table, summary = result_table(reference, result.rows, adherence)
+    step("evaluation")
+    from tina.plots import plot_sweep
+
+    pngs, _ = plot_sweep(artifacts / "budget_sweep_test.csv", artifacts)
+    summary["timings_s"] = timings
+    summary["total_s"] = round(time.perf_counter() - started, 1)
+    summary["plots"] = [str(p) for p in pngs]
+    (artifacts / "budget_result.md").write_text(table)
+    (artifacts / "budget_result.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (artifacts / "reference_items.json").write_text(json.dumps(ref_rows, indent=0) + "\n")
+    log(table)
+    if config.ship_to:
+        ship(final, Path(config.ship_to))
+        log(f"[recipe] shipped {final} -> {config.ship_to}")
+    return summary
+
+
+def ship(final: Path, target: Path) -> None:
+    """Copy the final parts and calibration into `target`, atomically (temp dir + rename)."""
+    tmp = target.parent / f".{target.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(final, tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+
+
+def default_ship_dir() -> Path:
+    """Where `--ship` puts the parts: the embedded model's `introspection/` directory."""
+    return embedded_model_dir() / SHIPPED_INTROSPECTION
