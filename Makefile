@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 PROMPT ?=
 
-.PHONY: chat test install install-dev lint typecheck validate clean
+.PHONY: chat test recipe install install-dev lint typecheck validate clean
 
 # A stamp per extras set, so a second `make` reinstalls nothing.
 $(VENV)/.installed: pyproject.toml
@@ -33,6 +33,11 @@ ifeq ($(strip $(PROMPT)),)
 else
 	$(VENV)/bin/tina chat --prompt "$(PROMPT)" --no-stream
 endif
+
+# The think-less recipe on the embedded model (phases A→C, budget RL, calibration, result table
+# and plot under runs/budget_recipe/artifacts); SHIP=1 makes its result chat's default.
+recipe: install
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/tina recipe --config configs/budget_recipe.yaml $(if $(SHIP),--ship,)
 
 test: install-dev
 	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 $(VENV)/bin/python -m pytest

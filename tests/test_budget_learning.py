@@ -38,8 +38,8 @@ def _telemetry(think: int, budget: int) -> Telemetry:
 
 
 class ScriptedEngine:
-    """An engine whose item i answers correctly iff it may think `need[i]` tokens (None: never);
-    thinking freely it thinks 100 tokens."""
+    """An engine whose item i answers correctly iff it thinks `need[i]` tokens (None: never);
+    past a budget it finishes its step (3 more tokens); thinking freely it thinks 100 tokens."""
 
     def __init__(self, items, need):
         self.by_prompt = {it.prompt: (it.gold, n) for it, n in zip(items, need, strict=True)}
@@ -51,7 +51,7 @@ class ScriptedEngine:
             gold, need = self.by_prompt[r.prompt]
             assert r.budget is not None
             self.budgets.append(r.budget)
-            think = min(r.budget, 100)
+            think = min(r.budget + 3 if r.budget else 0, 100)
             ok = need is not None and think >= need
             answer = gold if ok else "-1"
             completion = "t" * think + f"</think><answer>{answer}</answer>"
@@ -69,19 +69,28 @@ def test_minimal_budget_is_the_smallest_grid_budget_that_answers(items):
     engine = ScriptedEngine(items, [0, 10, 50, None])
     config = BudgetSearchConfig(grid=[0, 8, 16, 32, 64], free_budget=384, batch_size=3)
     found = minimal_budgets(engine, items, config)  # type: ignore[arg-type]
-    assert [f.minimal_budget for f in found] == [0, 16, 64, None]
+    assert [f.minimal_budget for f in found] == [0, 8, 64, None]
+    assert [f.minimal_used for f in found] == [0, 11, 67, None]
     assert [f.free_correct for f in found] == [True, True, True, False]
     assert all(f.free_think_tokens == 100 for f in found)
     # Solved items stop being decoded; never-solved ones are not searched at all.
-    assert found[0].tried == [0] and found[1].tried == [0, 8, 16] and found[3].tried == []
+    assert found[0].tried == [0] and found[1].tried == [0, 8] and found[3].tried == []
     records = budget_records(items, found)
-    assert [r["target_budget"] for r in records[:3]] == [0, 16, 64]
+    cut = [r for r in records if r["id"].endswith("-cut")]
+    records = [r for r in records if not r["id"].endswith("-cut")]
+    # the last budget that fell short is a negative: its cut think, labelled wrong
+    assert [r["id"] for r in cut] == [f"{items[1].id}-cut", f"{items[2].id}-cut"]
+    assert all(r["correct"] is False and r["lm_weight"] == 0.0 for r in cut)
+    assert cut[0]["text"].endswith(f"<think></think><answer>{items[1].gold}</answer>")  # budget 0
+    assert cut[1]["target_budget"] == 67
+    # the budget target is where the sufficient thinking ended (the step end past the budget)
+    assert [r["target_budget"] for r in records[:3]] == [0, 11, 67]
     assert records[3]["target_budget"] == items[3].record["target_budget"]  # unsolved: concise
     assert records[0]["plan_class"] == "direct" and records[1]["plan_class"] == "compute"
     assert [r["correct"] for r in records] == [True, True, True, False]
     assert records[3]["lm_weight"] == 0.0 and "lm_weight" not in records[1]
     # the record's think is the model's own at the minimal budget, closed by the gold answer
-    assert records[1]["text"].endswith("t" * 16 + f"</think><answer>{items[1].gold}</answer>")
+    assert records[1]["text"].endswith("t" * 11 + f"</think><answer>{items[1].gold}</answer>")
 
 
 def test_budget_reward_prices_tokens_and_overruns():

@@ -225,14 +225,15 @@ def test_debug_per_layer_with_prompts_file_and_batches(tmp_path, capsys):
     prompts.write_text("Add 37 and 45\n\n  \nMultiply 12 by 3\nAdd 1 and 2\n")
     path = tmp_path / "obs.jsonl"
     argv = ["observe", "--prompts-file", str(prompts), "--jsonl-out", str(path)]
-    assert main([*argv, "--batch-size", "2", "--debug-per-layer", "--budget", "8"]) == 0
+    flags = ["--batch-size", "2", "--debug-per-layer", "--budget", "8", "--no-introspection"]
+    assert main([*argv, *flags]) == 0
     shown = capsys.readouterr().out.splitlines()
     records = _lines(path)
     assert [r["prompt"] for r in records] == ["Add 37 and 45", "Multiply 12 by 3", "Add 1 and 2"]
     assert shown == [r["output"] for r in records]
     for r in records:
         assert set(r) == RECORD_KEYS | {"per_layer"}
-        assert r["per_layer"] == {}  # the embedded model has no introspection parts
+        assert r["per_layer"] == {}  # the model alone: no introspection parts
         assert (
             r["heads"]["budget"] == 8 and r["sections"]["think"]["tokens"] <= 12
         )  # soft cap: 8 · 1.5

@@ -148,7 +148,7 @@ def train_budget_policy(
             "accuracy": sum(correct) / len(correct),
             "think_tokens": sum(used) / len(used),
             "budget": sum(budgets) / len(budgets),
-            "head_budget": float(head.mean()),
+            "head_budget": float(head.detach().mean()),
             "std": float(policy.log_std.exp()),
         }
         history.append(record)

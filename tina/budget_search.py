@@ -9,11 +9,15 @@ budget that works, else its free think length when only free thinking works. Ite
 gets wrong even thinking freely have none (`minimal_budget` None).
 
 `budget_records(items, found)` turns the search into training records for the heads: budget
-target = the minimal budget (an unsolved item keeps its record's `target_budget`, the length of
+target = the think tokens spent at the minimal budget (past a budget the engine closes thinking
+at the next step end, so this is where the sufficient thinking ended: granting exactly that
+budget closes there again; an unsolved item keeps its record's `target_budget`, the length of
 a correct concise trace: thinking longer than that does not help it), confidence target =
-correctness with free thinking, plan `direct` when the minimal budget is 0. The record's think
-is the model's own think at that budget (the text the engine produced), closed by the gold
-answer, so the adapters and think CE see on-policy text.
+correctness with free thinking, plan `direct` when the minimal budget is 0. The last budget
+that fell short adds a second record: that cut think, labelled wrong (the confidence read after
+thinking learns to recognise a think stopped too early), with the same budget target. A
+record's think is the model's own (the text the engine produced), closed by the gold answer, so
+the adapters and think CE see on-policy text.
 
 Correctness is `tina.sweep.score_item` (the task scorers); decoding is `tina.sweep.decode_items`
 (the one engine). What it does not do: train anything (the recipe and the budget policy do).
@@ -51,7 +55,9 @@ class BudgetFound:
     free_correct: bool  #: correct when thinking freely
     free_think_tokens: int  #: think tokens spent thinking freely
     minimal_budget: int | None  #: smallest sufficient budget (None: never correct)
+    minimal_used: int | None  #: think tokens spent at that budget (its step end; None: never)
     completion: str  #: the engine's completion at the minimal budget (else the free one)
+    failed_completion: str | None = None  #: the last grid budget's failed completion, if any
     tried: list[int] = field(default_factory=list)  #: the grid budgets decoded for this item
 
 
@@ -73,6 +79,7 @@ def minimal_budgets(
             free_correct=bool(row["correct"]),
             free_think_tokens=int(row["think_tokens"]),
             minimal_budget=int(row["think_tokens"]) if row["correct"] else None,
+            minimal_used=int(row["think_tokens"]) if row["correct"] else None,
             completion=result.completion,
         )
         for item, row, result in zip(items, rows, results, strict=True)
@@ -92,7 +99,10 @@ def minimal_budgets(
             found[i].tried.append(budget)
             if row["correct"]:
                 found[i].minimal_budget = budget
+                found[i].minimal_used = int(row["think_tokens"])
                 found[i].completion = result.completion
+            else:
+                found[i].failed_completion = result.completion
     return found
 
 
@@ -101,15 +111,12 @@ def budget_records(items: Sequence[EvalItem], found: Sequence[BudgetFound]) -> l
     out = []
     for item, f in zip(items, found, strict=True):
         record = dict(item.record)
-        think = f.completion.split(THINK_CLOSE, 1)[0] if THINK_CLOSE in f.completion else ""
-        record["text"] = (
-            f"{record_prompt(record)}{think}{THINK_CLOSE}{ANSWER_OPEN}{item.gold}{ANSWER_CLOSE}"
-        )
+        record["text"] = _with_think(record, f.completion, item.gold)
         if f.minimal_budget is None:
             target = int(record.get("target_budget", f.free_think_tokens))
             record["lm_weight"] = 0.0  # a think that failed is not imitated
         else:
-            target = f.minimal_budget
+            target = f.minimal_used if f.minimal_used is not None else f.minimal_budget
         record["target_budget"] = target
         record["think_tokens_used"] = target
         record["correct"] = f.free_correct
@@ -119,4 +126,19 @@ def budget_records(items: Sequence[EvalItem], found: Sequence[BudgetFound]) -> l
             record["plan_class"] = "compute"
         record["minimal_budget"] = f.minimal_budget
         out.append(record)
+        if f.failed_completion is not None:  # the think cut too short: a negative to recognise
+            failed = dict(record)
+            failed.update(
+                id=f"{record.get('id', item.id)}-cut",
+                text=_with_think(record, f.failed_completion, item.gold),
+                correct=False,
+                lm_weight=0.0,
+            )
+            out.append(failed)
     return out
+
+
+def _with_think(record: dict[str, Any], completion: str, gold: str) -> str:
+    """The record's prompt, the think of `completion`, and the gold answer."""
+    think = completion.split(THINK_CLOSE, 1)[0] if THINK_CLOSE in completion else ""
+    return f"{record_prompt(record)}{think}{THINK_CLOSE}{ANSWER_OPEN}{gold}{ANSWER_CLOSE}"
