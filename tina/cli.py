@@ -148,7 +148,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except TrainConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if not config.train_data:
+    if not config.train_data and config.mode != "self_play":
         print(
             f"error: {args.train_config}: train_data: no training data given (or use --data)",
             file=sys.stderr,
@@ -243,6 +243,24 @@ def cmd_tui(args: argparse.Namespace) -> int:
     from tina.tui import run_tui
 
     return run_tui(args.train_config)
+
+
+def cmd_recipe(args: argparse.Namespace) -> int:
+    """Run the think-less recipe (phases A→C, budget RL, calibration, the result table)."""
+    from tina.recipe import default_ship_dir, load_recipe_config, run_recipe
+    from tina.trainer import TrainConfigError
+
+    try:
+        config = load_recipe_config(args.config)
+    except TrainConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.output_dir:
+        config.output_dir = args.output_dir
+    if args.ship:
+        config.ship_to = str(default_ship_dir())
+    run_recipe(config)
+    return 0
 
 
 Command = Callable[[argparse.Namespace], int]
@@ -350,6 +368,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_model_arguments(p)
     add_serve_arguments(p)
+
+    p = _add(sub, "recipe", cmd_recipe)
+    p.add_argument(
+        "--config", default="configs/budget_recipe.yaml", help="recipe YAML (default: %(default)s)"
+    )
+    p.add_argument("--output-dir", default=None, help="where the run writes (overrides the config)")
+    p.add_argument(
+        "--ship",
+        action="store_true",
+        help="copy the result into the embedded model's introspection/ (chat's default)",
+    )
 
     p = _add(sub, "quality", cmd_quality)
     p.add_argument("--model", default=None, help="local HF model directory (default: embedded)")

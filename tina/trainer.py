@@ -144,6 +144,16 @@ class TrainConfig:
         default_factory=lambda: [PhaseConfig(name="A", until_step=10**9)]
     )  #: in order
     tensorboard: bool = True  #: also write metrics as TensorBoard scalars
+    #: "supervised" (the phases), "self_play" (`tina.selfplay.loop`: `self_play.iterations`
+    #: iterations, no train_data needed) or "hybrid" (supervised steps with self-play
+    #: iterations interleaved per `hybrid_schedule`)
+    mode: str = "supervised"
+    #: `tina.selfplay.config.SelfPlayConfig` fields (iterations, num_mc_rollouts, λ weights, …)
+    self_play: dict[str, Any] = field(default_factory=dict)
+    #: hybrid mode: after every `supervised_steps` steps, run `self_play_iters` iterations
+    hybrid_schedule: dict[str, int] = field(
+        default_factory=lambda: {"supervised_steps": 100, "self_play_iters": 10}
+    )
 
 
 def _problems(raw: Any) -> list[str]:
@@ -225,6 +235,7 @@ def _problems(raw: Any) -> list[str]:
             for k, v in mapping.items()
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0
         ]
+    problems += _self_play_problems(raw)
     if "introspection" in raw:
         try:
             IntrospectionConfig.from_dict(raw["introspection"] or {})
@@ -234,6 +245,34 @@ def _problems(raw: Any) -> list[str]:
 
 
 _ENGINE_KEYS = ("budget_cap", "max_answer_tokens")
+MODES = ("supervised", "self_play", "hybrid")
+
+
+def _self_play_problems(raw: dict[str, Any]) -> list[str]:
+    """`mode`, the `self_play` block (keys and values of `SelfPlayConfig`), `hybrid_schedule`."""
+    from tina.selfplay.config import SelfPlayConfig, SelfPlayConfigError
+
+    problems = []
+    if raw.get("mode", "supervised") not in MODES:
+        problems.append(f"mode: expected one of {MODES}, got {raw['mode']!r}")
+    block = raw.get("self_play") or {}
+    if not isinstance(block, dict):
+        problems.append("self_play: expected a mapping")
+    else:
+        try:
+            SelfPlayConfig.from_dict(block)
+        except SelfPlayConfigError as exc:
+            problems += [f"self_play.{p}" for p in exc.problems]
+    schedule = raw.get("hybrid_schedule") or {}
+    if not isinstance(schedule, dict):
+        problems.append("hybrid_schedule: expected a mapping")
+    else:
+        for k, v in schedule.items():
+            if k not in ("supervised_steps", "self_play_iters"):
+                problems.append(f"hybrid_schedule.{k}: unknown key")
+            elif not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                problems.append(f"hybrid_schedule.{k}: expected a positive integer, got {v!r}")
+    return problems
 
 
 def _on_policy_problems(where: str, value: Any) -> list[str]:
@@ -347,6 +386,17 @@ def _without_think(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _heads_at_think_close(intro: Introspection, taps: Any, batch: dict[str, torch.Tensor]) -> Any:
+    """The heads read at the `</think>` position, as the engine reads them when thinking closes
+    (confidence after thinking): `</think>` sits right after the prompt and the think tokens."""
+    close = (batch["prompt_mask"].sum(1) + batch["think_mask"].sum(1)).clamp(
+        max=batch["input_ids"].shape[1] - 1
+    )
+    mask = torch.zeros_like(batch["prompt_mask"])
+    mask[torch.arange(mask.shape[0], device=mask.device), close] = 1
+    return intro.heads(taps, mask)
+
+
 def training_step_losses(
     model: Any, intro: Introspection, batch: dict[str, torch.Tensor], weights: dict[str, float]
 ) -> tuple[torch.Tensor, dict[str, float], Any]:
@@ -372,7 +422,13 @@ def training_step_losses(
         "think_ce": think_ce(logits, batch["input_ids"], think_rows) if "think_ce" in on else None,
         "plan_ce": plan_ce(heads.plan_logits, batch["plan_targets"]),
         "budget_loss": budget_loss(heads.budget, batch["budget_targets"]),
-        "confidence_bce": confidence_bce(heads.confidence_logit, batch["correct"]),
+        "confidence_bce": 0.5
+        * (
+            confidence_bce(heads.confidence_logit, batch["correct"])
+            + confidence_bce(
+                _heads_at_think_close(intro, taps, batch).confidence_logit, batch["correct"]
+            )
+        ),
         "over_budget_penalty": over_budget_penalty(used, heads.budget)
         if "over_budget_penalty" in on
         else None,
@@ -671,6 +727,10 @@ def _write_metrics(path: Path, record: dict[str, Any], writer: Any) -> None:
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) the configured training; returns a summary with the final metrics
     (`stopped` names the signal when SIGTERM/SIGINT ended it early)."""
+    if config.mode == "self_play":
+        from tina.selfplay.loop import train_self_play
+
+        return train_self_play(config, resume, progress)
     from accelerate import Accelerator
     from rich.progress import (
         BarColumn,
@@ -726,6 +786,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
 
         writer = SummaryWriter(str(output / "tensorboard"), purge_step=start_step + 1)
     summary: dict[str, Any] = {}
+    hybrid = None
+    if config.mode == "hybrid":
+        from tina.selfplay.loop import HybridSchedule
+
+        hybrid = HybridSchedule.start(config, model, tokenizer, intro)
     started = time.perf_counter()
     tokens = 0
     columns = [
@@ -777,6 +842,15 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             tokens += int(batch["attention_mask"].sum())
             bar.advance(task)
             done = step + 1
+            if hybrid is not None:
+                hybrid.after_step(
+                    done,
+                    lambda r: (
+                        _write_metrics(metrics_path, r, writer)
+                        if accelerator.is_main_process
+                        else None
+                    ),
+                )
             phase_end = done in (phase.until_step, config.steps)
             if phase_end and phase.prune_gates_below is not None:
                 pruned, scores = prune_dead_adapters(
@@ -817,6 +891,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                 record = {
                     "step": done,
                     "phase": phase.name,
+                    "mode": "supervised",
                     **_metrics(logged, heads, batch, intro),
                     **extra,
                 }

@@ -4,6 +4,11 @@
   their prompts, the checks of proposals and the verifiers of answers, all run through
   `tina.sandbox`.
 - `tina.selfplay.buffer`: a bounded, deduplicated buffer of tasks, seeded from the task suite.
-
-The self-play training loop itself (proposer and solver rewards, sampling) is not here.
+- `tina.selfplay.config`: `SelfPlayConfig`, the `self_play:` block of `train_config.yaml`.
+- `tina.selfplay.proposer`: the model's proposals (prompt with buffer references, parsing) and
+  the grammar composer that serves when they are invalid.
+- `tina.selfplay.solver`: sampled and greedy solutions through the engine, verified.
+- `tina.selfplay.rewards`: learnability, solver and format rewards, advantages, guidance.
+- `tina.selfplay.loop`: one iteration (propose → solve → rewards → policy update of the side
+  adapters, KL to the adapters-off reference) and the trainer's `self_play`/`hybrid` modes.
 """
