@@ -149,7 +149,7 @@ def train_budget_policy(
             "think_tokens": sum(used) / len(used),
             "budget": sum(budgets) / len(budgets),
             "head_budget": float(head.detach().mean()),
-            "std": float(policy.log_std.exp()),
+            "std": float(policy.log_std.detach().exp()),
         }
         history.append(record)
         if on_iteration is not None:

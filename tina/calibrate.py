@@ -18,7 +18,7 @@ What it does:
   temperature is fitted on the answers the fitted thresholds and clip will produce;
 - `gather_calibration_eval`: the evaluation that feeds the export, through the one engine (see
   `tina.sweep.decode_items`): for each item the confidence the evaluation scores
-  (`tina.sweep.item_confidence`: after thinking, or before it when no think token was spent),
+  (`tina.sweep.item_confidence`: the heads' prediction before thinking),
   its correctness (`tina.tasks.scoring`), plan probabilities and predicted budget, with gold
   plan and budget from the records.
 

@@ -15,7 +15,9 @@ calibration → the token-efficiency result, from one config file and one comman
    budget, confidence target = correctness, think CE on the model's own successful thinks);
 5. **budget policy** (`tina.budget_policy`): REINFORCE of the budget head on the items the
    reference (adapters off, thinking freely) solves, reward = correct − λ · think tokens;
-6. **calibration** (`tina.calibrate`) on the dev split, written beside the final parts in
+6. **pruning** of dead side adapters (`tina.pruning`; with the shipped recipe, which trains the
+   heads only, every adapter is still at its identity start and goes), then **calibration**
+   (`tina.calibrate`) on the dev split, written beside the final parts in
    `final/` (introspection parts + `metacog_calibration.json`);
 7. **the result** (`tina.sweep`) on the test items: the reference thinking freely, Tina at
    fixed budgets (the curve) and at its own budget (`auto`): `artifacts/budget_result.md`
@@ -77,6 +79,7 @@ class RecipeConfig:
         default_factory=lambda: [0, 16, 32, 48, 64, 96, 128, 192]
     )  #: the fixed budgets of the curve
     batch_size: int = 64  #: engine batch for search and evaluation
+    prune_gates_below: float = 1e-6  #: before saving, drop side adapters scoring below (dead)
     ship_to: str | None = None  #: copy `final/` here at the end (`--ship`: the embedded dir)
 
 
@@ -320,6 +323,14 @@ def run_recipe(config: RecipeConfig, log: Callable[[str], None] = print) -> dict
         ),
     )
     (out / "policy_history.json").write_text(json.dumps(history, indent=1) + "\n")
+    from tina.pruning import prune_dead_adapters
+    from tina.train_data import example_from_record
+
+    dev_examples = [example_from_record(tokenizer, r) for r in splits["dev"]]
+    pruned, _ = prune_dead_adapters(
+        model, intro, dev_examples, tokenizer.pad_token_id, config.prune_gates_below
+    )
+    log(f"[recipe] pruned side adapters {pruned} (gate score < {config.prune_gates_below})")
     final = out / "final"
     save_introspection(intro, final)
     step("budget policy")

@@ -15,8 +15,8 @@ What it does:
   them it is a `SweepError` (the engine would silently fall back to its budget cap, which is
   not what `auto` measures);
 - per item: correctness from `tina.tasks.scoring.score_record` (the task's scorer, else exact
-  match with the record's answer), the confidence (`item_confidence`: after thinking, or
-  before it when no think token was spent), think tokens, leakage, predicted and gold budget,
+  match with the record's answer), the confidence (`item_confidence`: the heads' prediction
+  before thinking), think tokens, leakage, predicted and gold budget,
   chosen and gold plan;
 - `run_budget_sweep` / `sweep_engine`: every budget, metrics per budget (`tina.metrics`) and per
   slice (task, difficulty_bin, style), written atomically to `budget_sweep_<split>.csv` (one row
@@ -197,11 +197,13 @@ def parse_budgets(spec: str | Iterable[Budget]) -> list[Budget]:
 
 
 def item_confidence(telemetry: Telemetry) -> float | None:
-    """The confidence an evaluation scores: read again at `</think>` after thinking; when no
-    think token was spent (budget 0, the `direct` plan) the prompt's, before thinking."""
-    if telemetry.think_tokens > 0 and telemetry.confidence_after is not None:
-        return telemetry.confidence_after
-    return telemetry.confidence_before
+    """The confidence an evaluation scores: the heads' prediction from the prompt, before
+    thinking (what the metacognitive heads promise: plan, budget and confidence before any
+    think token); the one read again at `</think>` stays in the telemetry, and serves when a
+    model reports no prediction before thinking."""
+    if telemetry.confidence_before is not None:
+        return telemetry.confidence_before
+    return telemetry.confidence_after
 
 
 def request_for(item: EvalItem, budget: Budget) -> Request:
@@ -343,7 +345,7 @@ def sweep_engine(
             "budget_cap": engine.config.budget_cap,
             "calibration": None if engine.calibration is None else engine.calibration.to_dict(),
             "heads": engine.introspection is not None,
-            "confidence": "after thinking (at </think>); before thinking when no think token",
+            "confidence": "predicted before thinking (from the prompt)",
         }
         result.paths = write_sweep(result, Path(out_dir), settings)
     return result
