@@ -171,14 +171,15 @@ def test_serving_with_the_file_changes_confidence_exactly_as_fitted(tiny_fresh, 
         data.gold_budgets,
         tmp_path / "c.json",
     )
-    t = load_calibration(fit.path).confidence_temperature
+    loaded = load_calibration(fit.path)
+    t, bias = loaded.confidence_temperature, loaded.confidence_bias
     assert abs(math.log(t)) > 0.1  # the file really changes something
     served = Engine(model, tokenizer, intro, config, load_calibration(fit.path))
     got = [
         item_confidence(r.telemetry) for r in served.generate([request_for(it, 3) for it in items])
     ]
     for z, c in zip(data.conf_logits, got, strict=True):
-        assert c == pytest.approx(_sigmoid(z / t), abs=1e-5)
+        assert c == pytest.approx(_sigmoid(z / t + bias), abs=1e-5)
     assert any(abs(c - r) > 1e-3 for c, r in zip(got, raw, strict=True))
 
 
@@ -248,3 +249,23 @@ def test_cli_calibrate_prints_before_and_after(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "before" in printed and "after" in printed and "ece" in printed and str(out) in printed
     assert load_calibration(out).fitted_on["n"] == 3
+
+
+def test_platt_bias_fixes_a_confidence_that_is_too_low_on_average():
+    """Informative but biased logits (every confidence ≈ 0.3 too low): a temperature alone
+    cannot lift them; the fitted bias does, and the NLL is at its minimum."""
+    from tina.calibrate import fit_confidence
+
+    rng = random.Random(4)
+    logits, labels = [], []
+    for _ in range(400):
+        z = rng.uniform(-3, 3)
+        labels.append(float(rng.random() < _sigmoid(z + 1.5)))  # true: sigmoid(z + 1.5)
+        logits.append(z)
+    t, bias = fit_confidence(logits, labels)
+    assert bias == pytest.approx(1.5, abs=0.5) and t == pytest.approx(1.0, rel=0.35)
+    best = confidence_nll(logits, labels, t, bias)
+    for dt, db in ((1.05, 0), (1 / 1.05, 0), (1, 0.1), (1, -0.1)):
+        assert best <= confidence_nll(logits, labels, t * dt, bias + db) + 1e-12
+    t_only = fit_temperature(logits, labels)
+    assert ece(calibrated(logits, t, bias), labels) < ece(calibrated(logits, t_only), labels)

@@ -1,9 +1,10 @@
 """Fitting the calibration the engine applies: confidence temperature, plan thresholds, budget clip.
 
 What it does:
-- `fit_temperature`: the T > 0 that minimises the negative log-likelihood of
-  `sigmoid(logit / T)` against 0/1 correctness. The NLL is convex in 1/T, so it has one minimum
-  along log T, found by golden-section search within the schema's range [0.01, 100];
+- `fit_confidence` (what the export uses): Platt scaling, the (T, bias) minimising the negative
+  log-likelihood of `sigmoid(logit / T + bias)` against 0/1 correctness (nested golden-section
+  searches; jointly convex); `fit_temperature`: T alone (bias 0), golden-section search on
+  log T within the schema's range [0.01, 100];
 - `fit_plan_thresholds`: per-class thresholds for `tina.calibration.apply_plan` (plan = argmax
   of probability / threshold), by coordinate ascent on plan accuracy over a geometric grid
   around the uniform 0.25; a change is kept only when it strictly raises accuracy, so the fitted
@@ -90,21 +91,68 @@ def _sigmoid(x: float) -> float:
     return e / (1.0 + e)
 
 
-def calibrated(logits: Sequence[float], temperature: float) -> list[float]:
-    """sigmoid(logit / T) for each logit (what `tina.calibration.apply_confidence` computes)."""
-    return [_sigmoid(z / temperature) for z in logits]
+def calibrated(logits: Sequence[float], temperature: float, bias: float = 0.0) -> list[float]:
+    """sigmoid(logit / T + bias) for each logit (what `tina.calibration.apply_confidence`
+    computes)."""
+    return [_sigmoid(z / temperature + bias) for z in logits]
 
 
-def confidence_nll(logits: Sequence[float], labels: Sequence[float], temperature: float) -> float:
-    """Mean negative log-likelihood of 0/1 `labels` under sigmoid(logit / T), computed stably."""
+def confidence_nll(
+    logits: Sequence[float], labels: Sequence[float], temperature: float, bias: float = 0.0
+) -> float:
+    """Mean negative log-likelihood of 0/1 `labels` under sigmoid(logit / T + bias), computed
+    stably."""
     if len(logits) != len(labels):
         raise ValueError(f"{len(logits)} logits for {len(labels)} labels")
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     return mean(
-        _softplus(z / temperature) - float(y) * z / temperature
+        _softplus(z / temperature + bias) - float(y) * (z / temperature + bias)
         for z, y in zip(logits, labels, strict=True)
     )
+
+
+def _golden(loss: Any, lo: float, hi: float, iterations: int = 80) -> float:
+    """The minimiser of a unimodal `loss` on [lo, hi] (golden-section search)."""
+    ratio = (math.sqrt(5) - 1) / 2
+    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    fa, fb = loss(a), loss(b)
+    for _ in range(iterations):
+        if fa <= fb:
+            hi, b, fb = b, a, fa
+            a = hi - ratio * (hi - lo)
+            fa = loss(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + ratio * (hi - lo)
+            fb = loss(b)
+    return (lo + hi) / 2
+
+
+def fit_confidence(
+    logits: Sequence[float], labels: Sequence[float], t_min: float = T_MIN, t_max: float = T_MAX
+) -> tuple[float, float]:
+    """Platt scaling: the (T, bias) with the least `confidence_nll`. The NLL is jointly convex
+    in (1/T, bias) (a logistic regression on the logit), so its minimum over the bias is convex
+    in 1/T: nested golden-section searches, on log T within [t_min, t_max] and on the bias
+    within [-20, 20], find it. A temperature alone cannot move a confidence that is too low on
+    average; the bias can."""
+    if not logits:
+        raise ValueError("no confidence logits to fit on")
+    if len(logits) != len(labels):
+        raise ValueError(f"{len(logits)} logits for {len(labels)} labels")
+
+    def best_bias(t: float) -> float:
+        return _golden(lambda b: confidence_nll(logits, labels, t, b), -20.0, 20.0, 50)
+
+    log_t = _golden(
+        lambda u: confidence_nll(logits, labels, math.exp(u), best_bias(math.exp(u))),
+        math.log(t_min),
+        math.log(t_max),
+        50,
+    )
+    t = math.exp(log_t)
+    return t, best_bias(t)
 
 
 def fit_temperature(
@@ -202,14 +250,18 @@ def fit_budget_clip(gold_budgets: Sequence[float | None]) -> tuple[int, int] | N
 
 
 def _confidence_metrics(
-    logits: Sequence[float], labels: Sequence[float], temperature: float, n_bins: int
+    logits: Sequence[float],
+    labels: Sequence[float],
+    temperature: float,
+    n_bins: int,
+    bias: float = 0.0,
 ) -> dict[str, float]:
-    conf = calibrated(logits, temperature)
+    conf = calibrated(logits, temperature, bias)
     return {
         "ece": ece(conf, labels, n_bins),
         "brier": brier(conf, labels),
         "auroc": auroc(conf, labels),
-        "nll": confidence_nll(logits, labels, temperature),
+        "nll": confidence_nll(logits, labels, temperature, bias),
         "mean_confidence": mean(conf),
         "accuracy": mean(float(y) for y in labels),
     }
@@ -238,17 +290,18 @@ def export_calibration_from_eval(
 ) -> CalibrationFit:
     """Fit temperature, plan thresholds and budget clip (module docstring) and save the
     calibration JSON the engine reads at `out_path`; returns it with before/after metrics."""
-    temperature = fit_temperature(conf_logits, conf_labels)
+    temperature, bias = fit_confidence(conf_logits, conf_labels)
     thresholds = fit_plan_thresholds(plan_logits, plan_labels)
     clip = fit_budget_clip(gold_budgets)
     calibration = Calibration(
         confidence_temperature=temperature,
+        confidence_bias=bias,
         plan_thresholds=thresholds,
         budget_min=None if clip is None else clip[0],
         budget_max=None if clip is None else clip[1],
     )
     before = _confidence_metrics(conf_logits, conf_labels, 1.0, n_bins)
-    after = _confidence_metrics(conf_logits, conf_labels, temperature, n_bins)
+    after = _confidence_metrics(conf_logits, conf_labels, temperature, n_bins, bias)
     targets = _plan_targets(plan_labels)
     known = [i for i, t in enumerate(targets) if t >= 0]
     if known:
@@ -309,7 +362,7 @@ def probe_engine(engine: Engine, policy: Calibration | None = None) -> Engine:
         engine.tokenizer,
         engine.introspection,
         replace(engine.config, extend_on_low_confidence=False),
-        replace(policy, confidence_temperature=PROBE_TEMPERATURE),
+        replace(policy, confidence_temperature=PROBE_TEMPERATURE, confidence_bias=0.0),
     )
 
 
@@ -416,7 +469,10 @@ def calibrate_on_records(
     metrics for a log: `calibration_temperature`, `calibration_<metric>_before/_after`."""
     items = [item_from_record(r, ("<records>", i + 1)) for i, r in enumerate(records)]
     fit = run_calibration(engine, items, out_path, budget, batch_size, n_bins)
-    out = {"calibration_temperature": fit.calibration.confidence_temperature}
+    out = {
+        "calibration_temperature": fit.calibration.confidence_temperature,
+        "calibration_bias": fit.calibration.confidence_bias,
+    }
     for key in fit.before:
         out[f"calibration_{key}_before"] = fit.before[key]
         out[f"calibration_{key}_after"] = fit.after[key]
@@ -433,7 +489,8 @@ def report_lines(fit: CalibrationFit) -> list[str]:
         return "–" if math.isnan(v) else f"{v:.4f}"
 
     lines = [
-        f"confidence temperature T = {fit.calibration.confidence_temperature:.4f}",
+        f"confidence temperature T = {fit.calibration.confidence_temperature:.4f}, "
+        f"bias = {fit.calibration.confidence_bias:+.4f}",
         f"{'':{width}}  {'before':>8}  {'after':>8}",
     ]
     lines += [f"{k:{width}}  {cell(fit.before[k]):>8}  {cell(fit.after[k]):>8}" for k in keys]

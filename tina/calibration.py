@@ -43,6 +43,7 @@ class Calibration:
     """What serving applies to the heads' raw outputs."""
 
     confidence_temperature: float = 1.0  #: divides the confidence logit before the sigmoid
+    confidence_bias: float = 0.0  #: added after the division (Platt scaling's offset)
     plan_thresholds: dict[str, float] = field(default_factory=dict)  #: per plan class
     budget_min: int | None = None  #: lower clip of the predicted budget
     budget_max: int | None = None  #: upper clip of the predicted budget
@@ -50,6 +51,8 @@ class Calibration:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"version": 1, "confidence_temperature": self.confidence_temperature}
+        if self.confidence_bias:
+            out["confidence_bias"] = self.confidence_bias
         if self.plan_thresholds:
             out["plan_thresholds"] = dict(self.plan_thresholds)
         if self.budget_min is not None and self.budget_max is not None:
@@ -72,6 +75,7 @@ def load_calibration(path: str | Path) -> Calibration:
         raise CalibrationError("\n".join(str(p) for p in problems))
     return Calibration(
         confidence_temperature=float(payload["confidence_temperature"]),
+        confidence_bias=float(payload.get("confidence_bias", 0.0)),
         plan_thresholds={k: float(v) for k, v in payload.get("plan_thresholds", {}).items()},
         budget_min=None if clip is None else int(clip["min"]),
         budget_max=None if clip is None else int(clip["max"]),
@@ -95,9 +99,12 @@ def save_calibration(calibration: Calibration, path: str | Path) -> None:
 
 
 def apply_confidence(logit: torch.Tensor, calibration: Calibration | None) -> torch.Tensor:
-    """Calibrated confidence: sigmoid(logit / T)."""
-    temperature = 1.0 if calibration is None else calibration.confidence_temperature
-    return torch.sigmoid(logit.float() / temperature)
+    """Calibrated confidence: sigmoid(logit / T + bias)."""
+    if calibration is None:
+        return torch.sigmoid(logit.float())
+    return torch.sigmoid(
+        logit.float() / calibration.confidence_temperature + calibration.confidence_bias
+    )
 
 
 def apply_plan(plan_probs: torch.Tensor, calibration: Calibration | None) -> torch.Tensor:
