@@ -89,3 +89,25 @@ def test_chat_missing_calibration_file_is_an_error(tmp_path, capsys):
 def test_chat_missing_model_directory_is_an_error(tmp_path, capsys):
     assert main(["chat", "--prompt", "x", "--models-root", str(tmp_path), "--base", "Nope"]) == 2
     assert "not a model directory" in capsys.readouterr().err
+
+
+def test_chat_uses_the_shipped_introspection_parts_and_calibration_by_default(capsys):
+    """The recipe's result ships in the embedded model's `introspection/`: chat's default
+    engine plans, budgets and reports a calibrated confidence; `--no-introspection` is the
+    model alone (no heads: the budget cap, no plan)."""
+    import json
+
+    from tina.calibration import load_calibration
+    from tina.models import embedded_model_dir
+
+    shipped = embedded_model_dir() / "introspection"
+    calibration = load_calibration(shipped / "metacog_calibration.json")
+    assert main(["chat", "--prompt", "Add 37 and 45", "--json"]) == 0
+    with_heads = json.loads(capsys.readouterr().out)
+    t = with_heads["telemetry"]
+    assert with_heads["answer"] == "82"
+    assert t["plan"] == "compute" and 0 < t["budget"] <= (calibration.budget_max or 10**9)
+    assert t["think_tokens"] < 100  # the free-thinking model spends ~90 on this question
+    assert main(["chat", "--prompt", "Add 37 and 45", "--json", "--no-introspection"]) == 0
+    alone = json.loads(capsys.readouterr().out)["telemetry"]
+    assert alone["plan"] is None and alone["confidence_before"] is None
