@@ -239,7 +239,7 @@ def test_cli_calibrate_prints_before_and_after(tmp_path, capsys):
     write_contract_jsonl(data, records)
     out = tmp_path / "metacog_calibration.json"
     common = ["calibrate", "--data", str(data), "--out", str(out), "--budget", "0"]
-    assert main([*common, "--no-progress"]) == 2  # the embedded model has no heads
+    assert main([*common, "--no-progress", "--no-introspection"]) == 2  # the model alone
     assert "metacognitive heads" in capsys.readouterr().err
     fresh, _ = load_model(device="cpu")  # a copy: never attach to the shared fixture
     save_introspection(attach_introspection(fresh), tmp_path / "intro")

@@ -218,7 +218,8 @@ def test_cli_sweep_runs_and_reports_bad_data(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| budget | n | exact_match" in printed and "| 4 | 2 |" in printed
     assert (out / "budget_sweep_dev.csv").is_file()
-    assert main([*args[:4], "0,auto", *args[5:]]) == 2  # the embedded model has no heads
+    alone = [*args[:4], "0,auto", *args[5:], "--no-introspection"]
+    assert main(alone) == 2  # the model alone has no heads
     assert "'auto' needs metacognitive heads" in capsys.readouterr().err
     data.write_text(data.read_text() + '{"text": 1}\n')
     assert main(args) == 2

@@ -174,20 +174,8 @@ def fit_temperature(
     def loss(u: float) -> float:
         return confidence_nll(logits, labels, math.exp(u))
 
-    ratio = (math.sqrt(5) - 1) / 2
-    lo, hi = math.log(t_min), math.log(t_max)
-    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-    fa, fb = loss(a), loss(b)
-    for _ in range(iterations):
-        if fa <= fb:
-            hi, b, fb = b, a, fa
-            a = hi - ratio * (hi - lo)
-            fa = loss(a)
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + ratio * (hi - lo)
-            fb = loss(b)
-    candidates = [lo, hi, (lo + hi) / 2, math.log(t_min), math.log(t_max)]
+    found = _golden(loss, math.log(t_min), math.log(t_max), iterations)
+    candidates = [found, math.log(t_min), math.log(t_max)]
     return min(max(math.exp(min(candidates, key=loss)), t_min), t_max)
 
 

@@ -43,11 +43,11 @@ class Calibration:
     """What serving applies to the heads' raw outputs."""
 
     confidence_temperature: float = 1.0  #: divides the confidence logit before the sigmoid
-    confidence_bias: float = 0.0  #: added after the division (Platt scaling's offset)
     plan_thresholds: dict[str, float] = field(default_factory=dict)  #: per plan class
     budget_min: int | None = None  #: lower clip of the predicted budget
     budget_max: int | None = None  #: upper clip of the predicted budget
     fitted_on: dict[str, Any] = field(default_factory=dict)  #: provenance
+    confidence_bias: float = 0.0  #: added to logit / T before the sigmoid (Platt's offset)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"version": 1, "confidence_temperature": self.confidence_temperature}

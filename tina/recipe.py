@@ -54,7 +54,13 @@ from tina.quality import DEFAULT_SUITE, heldout_items, seen_questions_of
 from tina.runtime import SHIPPED_INTROSPECTION
 from tina.sweep import AUTO, EvalItem, decode_items, item_from_record, sweep_engine
 from tina.tasks import generate_records
-from tina.trainer import TrainConfigError, latest_checkpoint, load_train_config, train
+from tina.trainer import (
+    TrainConfigError,
+    latest_checkpoint,
+    load_train_config,
+    read_config_yaml,
+    train,
+)
 
 
 @dataclass
@@ -86,12 +92,7 @@ class RecipeConfig:
 def load_recipe_config(path: str | Path) -> RecipeConfig:
     """The recipe config in a YAML file; unknown or mistyped keys are a TrainConfigError naming
     the file and the key (the same error type as train configs)."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise TrainConfigError(f"{path}: file not found") from None
-    except yaml.YAMLError as exc:
-        raise TrainConfigError(f"{path}: invalid YAML: {exc}") from None
+    raw = read_config_yaml(path)
     if not isinstance(raw, dict):
         raise TrainConfigError(f"{path}: (top level): expected a mapping")
     known = {f.name: f for f in fields(RecipeConfig)}

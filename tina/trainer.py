@@ -300,14 +300,20 @@ def _on_policy_problems(where: str, value: Any) -> list[str]:
     return problems
 
 
-def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """The train config in a YAML file (plus `overrides`); every problem reported at once."""
+def read_config_yaml(path: str | Path) -> Any:
+    """The YAML document in `path` (empty: {}); TrainConfigError naming the file when it is
+    missing or not YAML. Train and recipe configs are read here."""
     try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+        return yaml.safe_load(Path(path).read_text()) or {}
     except FileNotFoundError:
         raise TrainConfigError(f"{path}: file not found") from None
     except yaml.YAMLError as exc:
         raise TrainConfigError(f"{path}: invalid YAML: {exc}") from None
+
+
+def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The train config in a YAML file (plus `overrides`); every problem reported at once."""
+    raw = read_config_yaml(path)
     if isinstance(raw, dict):
         raw.update(overrides or {})
     problems = _problems(raw)
