@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -178,8 +179,11 @@ def test_serving_with_the_file_changes_confidence_exactly_as_fitted(tiny_fresh, 
     got = [
         item_confidence(r.telemetry) for r in served.generate([request_for(it, 3) for it in items])
     ]
+    knots = loaded.confidence_map
     for z, c in zip(data.conf_logits, got, strict=True):
-        assert c == pytest.approx(_sigmoid(z / t + bias), abs=1e-5)
+        platt = _sigmoid(z / t + bias)
+        expected = float(np.interp(platt, knots["x"], knots["y"])) if knots else platt
+        assert c == pytest.approx(expected, abs=1e-5)
     assert any(abs(c - r) > 1e-3 for c, r in zip(got, raw, strict=True))
 
 
@@ -269,3 +273,28 @@ def test_platt_bias_fixes_a_confidence_that_is_too_low_on_average():
         assert best <= confidence_nll(logits, labels, t * dt, bias + db) + 1e-12
     t_only = fit_temperature(logits, labels)
     assert ece(calibrated(logits, t, bias), labels) < ece(calibrated(logits, t_only), labels)
+
+
+def test_confidence_map_is_isotonic_and_fixes_a_shape_platt_cannot():
+    """Confidence right at both ends but too high in the middle: the isotonic knots are
+    monotone, lower the middle, and cut ECE on the fitting data."""
+    from tina.calibrate import fit_confidence_map
+    from tina.calibration import Calibration, apply_confidence
+
+    rng = random.Random(2)
+    probs, labels = [], []
+    for _ in range(2000):
+        p = rng.random()
+        truth = p if p < 0.3 or p > 0.8 else 0.3  # overconfident in [0.3, 0.8]
+        probs.append(p)
+        labels.append(float(rng.random() < truth))
+    knots = fit_confidence_map(probs, labels)
+    assert all(b > a for a, b in zip(knots["x"], knots["x"][1:], strict=False))
+    assert all(b >= a for a, b in zip(knots["y"], knots["y"][1:], strict=False))
+    logits = torch.logit(torch.tensor(probs, dtype=torch.float64).clamp(1e-9, 1 - 1e-9))
+    mapped = apply_confidence(logits, Calibration(confidence_map=knots)).tolist()
+    assert ece(mapped, labels) < ece(probs, labels) / 2
+    middle = float(
+        apply_confidence(torch.logit(torch.tensor([0.6])), Calibration(confidence_map=knots))
+    )
+    assert middle < 0.45

@@ -3,7 +3,9 @@
 What it does:
 - `fit_confidence` (what the export uses): Platt scaling, the (T, bias) minimising the negative
   log-likelihood of `sigmoid(logit / T + bias)` against 0/1 correctness (nested golden-section
-  searches; jointly convex); `fit_temperature`: T alone (bias 0), golden-section search on
+  searches; jointly convex), then `fit_confidence_map`: isotonic (PAV) knots over the Platt
+  confidences, for what a two-parameter map cannot fix (the file's `confidence_map`);
+  `fit_temperature`: T alone (bias 0), golden-section search on
   log T within the schema's range [0.01, 100];
 - `fit_plan_thresholds`: per-class thresholds for `tina.calibration.apply_plan` (plan = argmax
   of probability / threshold), by coordinate ascent on plan accuracy over a geometric grid
@@ -51,6 +53,7 @@ from tina.calibration import (
     DEFAULT_PLAN_THRESHOLD,
     Calibration,
     apply_budget,
+    apply_confidence,
     apply_plan,
     save_calibration,
 )
@@ -237,19 +240,54 @@ def fit_budget_clip(gold_budgets: Sequence[float | None]) -> tuple[int, int] | N
     return math.floor(min(known)), math.ceil(max(known))
 
 
+def fit_confidence_map(
+    probs: Sequence[float], labels: Sequence[float], n_groups: int = 20
+) -> dict[str, list[float]]:
+    """Isotonic recalibration knots for `tina.calibration.apply_confidence`'s map: the items
+    sorted by confidence in `n_groups` equal-count groups, pooled adjacent violators (PAV)
+    merge groups until the accuracy never decreases, and each block gives a knot (its mean
+    confidence, its accuracy shrunk towards that mean by one pseudo-item). Between knots the
+    map is linear, so distinct confidences stay distinct (AUROC is kept up to ties)."""
+    if len(probs) != len(labels):
+        raise ValueError(f"{len(probs)} confidences for {len(labels)} labels")
+    if not probs:
+        return {}
+    order = sorted(range(len(probs)), key=lambda i: probs[i])
+    size = max(1, math.ceil(len(order) / n_groups))
+    blocks: list[list[float]] = []  # [sum p, sum y, n]
+    for start in range(0, len(order), size):
+        chunk = order[start : start + size]
+        blocks.append(
+            [sum(probs[i] for i in chunk), sum(float(labels[i]) for i in chunk), len(chunk)]
+        )
+        while len(blocks) > 1 and blocks[-2][1] / blocks[-2][2] >= blocks[-1][1] / blocks[-1][2]:
+            last = blocks.pop()
+            blocks[-1] = [a + b for a, b in zip(blocks[-1], last, strict=True)]
+    xs = [p / n for p, _, n in blocks]
+    ys = [(y + p / n) / (n + 1) for p, y, n in blocks]
+    for i in range(1, len(ys)):  # the shrink may break monotonicity by a hair
+        ys[i] = max(ys[i], ys[i - 1])
+    keep = [0] + [i for i in range(1, len(xs)) if xs[i] > xs[i - 1]]
+    return {"x": [xs[i] for i in keep], "y": [ys[i] for i in keep]}
+
+
 def _confidence_metrics(
     logits: Sequence[float],
     labels: Sequence[float],
-    temperature: float,
+    calibration: Calibration,
     n_bins: int,
-    bias: float = 0.0,
 ) -> dict[str, float]:
-    conf = calibrated(logits, temperature, bias)
+    conf = apply_confidence(torch.tensor(list(logits), dtype=torch.float64), calibration).tolist()
+    eps = 1e-12
+    nll = mean(
+        -(float(y) * math.log(max(c, eps)) + (1 - float(y)) * math.log(max(1 - c, eps)))
+        for c, y in zip(conf, labels, strict=True)
+    )
     return {
         "ece": ece(conf, labels, n_bins),
         "brier": brier(conf, labels),
         "auroc": auroc(conf, labels),
-        "nll": confidence_nll(logits, labels, temperature, bias),
+        "nll": nll,
         "mean_confidence": mean(conf),
         "accuracy": mean(float(y) for y in labels),
     }
@@ -275,6 +313,7 @@ def export_calibration_from_eval(
     out_path: str | os.PathLike[str],
     n_bins: int = 10,
     fitted_on: Mapping[str, Any] | None = None,
+    confidence_map: bool = True,
 ) -> CalibrationFit:
     """Fit temperature, plan thresholds and budget clip (module docstring) and save the
     calibration JSON the engine reads at `out_path`; returns it with before/after metrics."""
@@ -287,9 +326,12 @@ def export_calibration_from_eval(
         plan_thresholds=thresholds,
         budget_min=None if clip is None else clip[0],
         budget_max=None if clip is None else clip[1],
+        confidence_map=fit_confidence_map(calibrated(conf_logits, temperature, bias), conf_labels)
+        if confidence_map
+        else {},
     )
-    before = _confidence_metrics(conf_logits, conf_labels, 1.0, n_bins)
-    after = _confidence_metrics(conf_logits, conf_labels, temperature, n_bins, bias)
+    before = _confidence_metrics(conf_logits, conf_labels, Calibration(), n_bins)
+    after = _confidence_metrics(conf_logits, conf_labels, calibration, n_bins)
     targets = _plan_targets(plan_labels)
     known = [i for i, t in enumerate(targets) if t >= 0]
     if known:
@@ -350,7 +392,12 @@ def probe_engine(engine: Engine, policy: Calibration | None = None) -> Engine:
         engine.tokenizer,
         engine.introspection,
         replace(engine.config, extend_on_low_confidence=False),
-        replace(policy, confidence_temperature=PROBE_TEMPERATURE, confidence_bias=0.0),
+        replace(
+            policy,
+            confidence_temperature=PROBE_TEMPERATURE,
+            confidence_bias=0.0,
+            confidence_map={},
+        ),
     )
 
 

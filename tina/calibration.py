@@ -3,7 +3,9 @@
 The calibration JSON (schema `tina/schemas/calibration.schema.json`):
 
     {"version": 1,
-     "confidence_temperature": 1.7,                       # confidence = sigmoid(logit / T)
+     "confidence_temperature": 1.7,                       # confidence = sigmoid(logit / T + b)
+     "confidence_bias": 0.4,                              # b (Platt scaling's offset), default 0
+     "confidence_map": {"x": [0.1, 0.5, 0.9], "y": [0.05, 0.6, 0.95]},  # then piecewise-linear
      "plan_thresholds": {"direct": 0.6, "compute": 0.25},  # per class, default 0.25
      "budget_clip": {"min": 8, "max": 256},               # predicted budget clipped to [min, max]
      "fitted_on": {...}}                                   # provenance, free-form
@@ -18,6 +20,7 @@ functions the engine calls. What it does not do: fit anything (evaluation does t
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
@@ -48,11 +51,15 @@ class Calibration:
     budget_max: int | None = None  #: upper clip of the predicted budget
     fitted_on: dict[str, Any] = field(default_factory=dict)  #: provenance
     confidence_bias: float = 0.0  #: added to logit / T before the sigmoid (Platt's offset)
+    #: a monotone piecewise-linear map applied last: knots {"x": [...], "y": [...]} in [0, 1]
+    confidence_map: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"version": 1, "confidence_temperature": self.confidence_temperature}
         if self.confidence_bias:
             out["confidence_bias"] = self.confidence_bias
+        if self.confidence_map:
+            out["confidence_map"] = {k: list(v) for k, v in self.confidence_map.items()}
         if self.plan_thresholds:
             out["plan_thresholds"] = dict(self.plan_thresholds)
         if self.budget_min is not None and self.budget_max is not None:
@@ -71,11 +78,23 @@ def load_calibration(path: str | Path) -> Calibration:
     clip = payload.get("budget_clip") if isinstance(payload, dict) else None
     if not problems and clip is not None and clip["min"] > clip["max"]:
         problems = [Problem(str(path), "budget_clip", f"min {clip['min']} > max {clip['max']}")]
+    knots = payload.get("confidence_map") if isinstance(payload, dict) else None
+    if not problems and knots is not None:
+        xs, ys = knots["x"], knots["y"]
+        if len(xs) != len(ys):
+            problems = [Problem(str(path), "confidence_map", f"{len(xs)} x for {len(ys)} y")]
+        elif any(b <= a for a, b in itertools.pairwise(xs)) or any(
+            b < a for a, b in itertools.pairwise(ys)
+        ):
+            problems = [
+                Problem(str(path), "confidence_map", "x must increase and y must not decrease")
+            ]
     if problems:
         raise CalibrationError("\n".join(str(p) for p in problems))
     return Calibration(
         confidence_temperature=float(payload["confidence_temperature"]),
         confidence_bias=float(payload.get("confidence_bias", 0.0)),
+        confidence_map={k: [float(v) for v in knots[k]] for k in ("x", "y")} if knots else {},
         plan_thresholds={k: float(v) for k, v in payload.get("plan_thresholds", {}).items()},
         budget_min=None if clip is None else int(clip["min"]),
         budget_max=None if clip is None else int(clip["max"]),
@@ -99,12 +118,23 @@ def save_calibration(calibration: Calibration, path: str | Path) -> None:
 
 
 def apply_confidence(logit: torch.Tensor, calibration: Calibration | None) -> torch.Tensor:
-    """Calibrated confidence: sigmoid(logit / T + bias)."""
+    """Calibrated confidence: sigmoid(logit / T + bias), then the piecewise-linear map (flat
+    outside its knots) when the calibration has one."""
     if calibration is None:
         return torch.sigmoid(logit.float())
-    return torch.sigmoid(
+    p = torch.sigmoid(
         logit.float() / calibration.confidence_temperature + calibration.confidence_bias
     )
+    if not calibration.confidence_map:
+        return p
+    xs = torch.tensor(calibration.confidence_map["x"], dtype=p.dtype, device=p.device)
+    ys = torch.tensor(calibration.confidence_map["y"], dtype=p.dtype, device=p.device)
+    if len(xs) == 1:
+        return ys.expand_as(p).clone()
+    right = torch.searchsorted(xs, p.contiguous()).clamp(1, len(xs) - 1)
+    x0, x1, y0, y1 = xs[right - 1], xs[right], ys[right - 1], ys[right]
+    t = ((p - x0) / (x1 - x0)).clamp(0.0, 1.0)
+    return y0 + t * (y1 - y0)
 
 
 def apply_plan(plan_probs: torch.Tensor, calibration: Calibration | None) -> torch.Tensor:
