@@ -30,9 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tina.engine import Engine
-from tina.on_policy import record_prompt
+from tina.on_policy import with_own_think
 from tina.sweep import EvalItem, decode_items
-from tina.tags import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE
 
 
 @dataclass
@@ -111,7 +110,7 @@ def budget_records(items: Sequence[EvalItem], found: Sequence[BudgetFound]) -> l
     out = []
     for item, f in zip(items, found, strict=True):
         record = dict(item.record)
-        record["text"] = _with_think(record, f.completion, item.gold)
+        record["text"] = with_own_think(record, f.completion, item.gold)
         if f.minimal_budget is None:
             target = int(record.get("target_budget", f.free_think_tokens))
             record["lm_weight"] = 0.0  # a think that failed is not imitated
@@ -130,15 +129,9 @@ def budget_records(items: Sequence[EvalItem], found: Sequence[BudgetFound]) -> l
             failed = dict(record)
             failed.update(
                 id=f"{record.get('id', item.id)}-cut",
-                text=_with_think(record, f.failed_completion, item.gold),
+                text=with_own_think(record, f.failed_completion, item.gold),
                 correct=False,
                 lm_weight=0.0,
             )
             out.append(failed)
     return out
-
-
-def _with_think(record: dict[str, Any], completion: str, gold: str) -> str:
-    """The record's prompt, the think of `completion`, and the gold answer."""
-    think = completion.split(THINK_CLOSE, 1)[0] if THINK_CLOSE in completion else ""
-    return f"{record_prompt(record)}{think}{THINK_CLOSE}{ANSWER_OPEN}{gold}{ANSWER_CLOSE}"

@@ -110,13 +110,22 @@ class Introspection(nn.Module):
         self.config.adapter_layers = [int(i) for i in self.adapter_layers]
 
 
-def _inner_model(model: Any) -> Any:
+def inner_model(model: Any) -> Any:
+    """The model under a PEFT wrapper (the model itself when unwrapped): where the
+    introspection parts and the base parameters are registered."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def remove_introspection(model: Any) -> None:
+    """Detach and unregister the introspection parts attached to `model`."""
+    inner = inner_model(model)
+    inner.tina_introspection.detach()
+    delattr(inner, "tina_introspection")
 
 
 def attach_introspection(model: Any, config: IntrospectionConfig | None = None) -> Introspection:
     """Attach fresh introspection parts to `model` (see module docstring); returns them."""
-    inner = _inner_model(model)
+    inner = inner_model(model)
     if hasattr(inner, "tina_introspection"):
         raise ValueError("this model already has introspection parts attached")
     intro = Introspection(model, config or IntrospectionConfig())
@@ -129,14 +138,14 @@ def trainable_parameters(model: Any) -> list[tuple[str, nn.Parameter]]:
     """(name, parameter) of every introspection parameter: those under the one prefix."""
     return [
         (n, p)
-        for n, p in _inner_model(model).named_parameters()
+        for n, p in inner_model(model).named_parameters()
         if n.startswith(INTROSPECTION_PREFIX)
     ]
 
 
 def freeze_base(model: Any) -> None:
     """requires_grad only for introspection parameters; everything else is frozen."""
-    for name, param in _inner_model(model).named_parameters():
+    for name, param in inner_model(model).named_parameters():
         param.requires_grad_(name.startswith(INTROSPECTION_PREFIX))
 
 
@@ -197,8 +206,7 @@ def load_introspection(model: Any, directory: str | Path) -> Introspection:
     try:
         intro.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        intro.detach()
-        delattr(_inner_model(model), "tina_introspection")
+        remove_introspection(model)
         raise ValueError(f"{weights_path}: weights do not match {config_path}: {exc}") from None
     return intro
 
@@ -209,7 +217,7 @@ def _load_base_weights(model: Any, path: Path) -> None:
         state = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise ValueError(f"{path}: cannot read safetensors: {exc}") from None
-    params = dict(_inner_model(model).named_parameters())
+    params = dict(inner_model(model).named_parameters())
     for name, tensor in state.items():
         if name not in params or params[name].shape != tensor.shape:
             raise ValueError(f"{path}: {name!r} is not a parameter of this base model's shape")

@@ -3,6 +3,8 @@
 What it does:
 - `record_prompt(record)`: a contract record's prompt, up to and including `<think>` (exactly
   what the engine's prefill sees for that record);
+- `with_own_think(record, completion, gold)`: the record's prompt, a completion's think and the
+  gold answer — the text every on-policy record (here and in `tina.budget_search`) trains on;
 - `sample_records(engine, records, config, seed)`: one engine batch (the same decode loop as
   serving: heads' plan and budget, soft cap, adapters on think tokens) over the records' prompts;
   each sample becomes a new record whose text is the prompt, the model's own think and the GOLD
@@ -58,8 +60,12 @@ def record_prompt(record: dict[str, Any]) -> str:
     return text[: at + len(THINK_OPEN)]
 
 
-def _gold_answer(record: dict[str, Any]) -> str:
-    return extract_answer(str(record["text"]))
+def with_own_think(record: dict[str, Any], completion: str, gold: str | None = None) -> str:
+    """The record's prompt, the think of an engine `completion` (up to its `</think>`; empty
+    when it has none), and the gold answer (default: the record's own)."""
+    think = completion.split(THINK_CLOSE, 1)[0] if THINK_CLOSE in completion else ""
+    answer = extract_answer(str(record["text"])) if gold is None else gold
+    return f"{record_prompt(record)}{think}{THINK_CLOSE}{ANSWER_OPEN}{answer}{ANSWER_CLOSE}"
 
 
 def sample_records(
@@ -87,11 +93,8 @@ def sample_records(
     out: list[dict[str, Any]] = []
     correct = invalid = 0
     think_tokens = 0
-    for record, request, result in zip(records, requests, results, strict=True):
-        think = result.completion.split(THINK_CLOSE, 1)[0]
-        text = (
-            f"{request.prompt}{think}{THINK_CLOSE}{ANSWER_OPEN}{_gold_answer(record)}{ANSWER_CLOSE}"
-        )
+    for record, result in zip(records, results, strict=True):
+        text = with_own_think(record, result.completion)
         think_tokens += result.telemetry.think_tokens
         if reasoning_structure_error(text) is not None:
             invalid += 1

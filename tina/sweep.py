@@ -43,6 +43,7 @@ from typing import Any
 
 from tina.contract import PLAN_CLASSES, ContractError, plan_index, read_contract_jsonl
 from tina.engine import Engine, EngineConfig, Request, Result, Telemetry
+from tina.introspection import inner_model
 from tina.metrics import SUMMARY_KEYS, by, summarize
 from tina.tags import THINK_OPEN, extract_answer
 from tina.tasks.scoring import score_record
@@ -372,8 +373,7 @@ def run_budget_sweep(
     else:
         source = None
         items = [item_from_record(r, ("<records>", i + 1)) for i, r in enumerate(eval_dataset)]
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    intro = getattr(inner, "tina_introspection", None)
+    intro = getattr(inner_model(model), "tina_introspection", None)
     engine = Engine(model, tokenizer, intro, config, calibration)
     return sweep_engine(
         engine, items, budgets, split, out_dir, batch_size, n_bins, progress=progress, source=source

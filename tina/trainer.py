@@ -55,7 +55,9 @@ from tina.introspection import (
     Introspection,
     IntrospectionConfig,
     attach_introspection,
+    inner_model,
     load_introspection,
+    remove_introspection,
     save_introspection,
 )
 from tina.losses import (
@@ -620,11 +622,7 @@ def _load_parts(
         intro = None
     if checkpoint is not None:
         if intro is not None:  # the checkpoint's parts replace the ones the model came with
-            intro.detach()
-            delattr(
-                model.get_base_model() if hasattr(model, "get_base_model") else model,
-                "tina_introspection",
-            )
+            remove_introspection(model)
         intro = load_introspection(model, checkpoint)
     elif intro is None:
         intro = attach_introspection(model, IntrospectionConfig.from_dict(config.introspection))
@@ -646,7 +644,7 @@ def _base_top_names(model: Any, config: TrainConfig) -> list[str]:
     k = max((p.unfreeze_top_k for p in config.phases if "base_top" in p.train), default=0)
     if k == 0:
         return []
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = inner_model(model)
     top = {id(p) for layer in list(decoder_layers(model))[-k:] for p in layer.parameters()}
     return [n for n, p in inner.named_parameters() if id(p) in top]
 
@@ -762,9 +760,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         optimizer, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps))
     )
     base_names = _base_top_names(model, config)
-    inner_params = dict(
-        (model.get_base_model() if hasattr(model, "get_base_model") else model).named_parameters()
-    )
+    inner_params = dict(inner_model(model).named_parameters())
     examples: list[Example] = load_examples(
         tokenizer, config.train_data, config.strict_data, config.max_length
     )
