@@ -933,4 +933,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             raise RuntimeError(f"processes diverged: parameter checksums {gathered.tolist()}")
         if accelerator.is_main_process:
             summary["processes"] = world
+        # Close the process group before the interpreter exits: left to teardown, gloo's threads
+        # can abort a rank ("terminate called without an active exception").
+        accelerator.wait_for_everyone()
+        torch.distributed.destroy_process_group()
     return summary
