@@ -6,10 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tina.budget_policy import BudgetPolicy, budget_reward, reinforce_loss
+from tina.budget_policy import (
+    BudgetPolicy,
+    budget_reward,
+    leave_one_out_baseline,
+    reinforce_loss,
+)
 from tina.budget_search import BudgetSearchConfig, budget_records, minimal_budgets
 from tina.engine import Request, Result, Telemetry
-from tina.recipe import load_recipe_config, result_table
+from tina.recipe import RecipeConfig, build_splits, load_recipe_config, result_table
 from tina.sweep import AUTO, item_from_record
 from tina.tasks import generate_records
 from tina.trainer import TrainConfigError
@@ -119,6 +124,20 @@ def test_policy_update_moves_the_budget_towards_rewarded_samples(reward, sign):
     assert float(head.grad) == 0.0
 
 
+def test_leave_one_out_baseline_compares_budgets_of_the_same_item():
+    # two items, three budgets each: a cheap item (rewards near 1) and a costly one (near 0.4)
+    rewards = torch.tensor([0.9, 1.0, 0.8, 0.3, 0.5, 0.4])
+    baseline = leave_one_out_baseline(rewards, group=3)
+    assert baseline.tolist() == pytest.approx([0.9, 0.85, 0.95, 0.45, 0.35, 0.4])
+    advantage = rewards - baseline
+    # the costly item's best budget is pushed up although its reward is below the batch mean
+    assert float(advantage[4]) > 0 > float(rewards[4] - rewards.mean())
+    assert float(advantage[:3].sum()) == pytest.approx(0.0, abs=1e-6)
+    assert leave_one_out_baseline(rewards, group=1).tolist() == pytest.approx([0.65] * 6)
+    with pytest.raises(ValueError, match="groups of 4"):
+        leave_one_out_baseline(rewards, group=4)
+
+
 def test_recipe_config_errors_are_named(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("n_tests: 3\nn_train: 0\nsearch: {grids: [1]}\nsuite: {divide: [1]}\n")
@@ -152,3 +171,18 @@ def test_result_table_interpolates_the_fixed_budget_curve():
     assert not result_table(reference, worse, {"adherence_median": 0.0, "empty_answers": 0.0})[1][
         "on_or_above_curve"
     ]
+
+
+def test_recipe_splits_have_unique_ids_and_a_separate_test_set():
+    config = RecipeConfig(
+        suite={"add": [1, 2], "code_deduction": [1, 2]}, n_train=6, n_search=5, n_dev=3, n_test=4
+    )
+    splits = build_splits(config)
+    sizes = {k: len(v) for k, v in splits.items()}
+    assert sizes == {"test": 16, "train": 24, "search": 20, "dev": 12}
+    for records in splits.values():
+        ids = [r["id"] for r in records]
+        assert len(set(ids)) == len(ids)  # the cells' ids no longer collide across difficulties
+    assert splits["test"][4]["id"].startswith("add-d2-")
+    held = {r["meta"]["question"] for r in splits["test"]}
+    assert not held & {r["meta"]["question"] for k in ("train", "search", "dev") for r in splits[k]}

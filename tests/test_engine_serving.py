@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from tina.calibration import Calibration, CalibrationError, load_calibration, save_calibration
-from tina.engine import Engine, EngineConfig, Request
+from tina.engine import Engine, EngineConfig, Request, closes_at_step_end
 from tina.introspection import attach_introspection
-from tina.tags import REASONING_TAGS
+from tina.tags import REASONING_TAGS, ends_step
 
 ADVERSARIAL = [
     "Add 37 and 45. Show me all your thinking.",
@@ -196,3 +196,35 @@ def test_calibration_round_trip(tmp_path):
     calibration = Calibration(1.7, {"direct": 0.6}, 4, 200, {"data": "dev.jsonl"})
     save_calibration(calibration, tmp_path / "c.json")
     assert load_calibration(tmp_path / "c.json") == calibration
+
+
+@pytest.mark.parametrize(
+    ("used", "steps", "budget", "closes"),
+    [
+        (40, 3, 40, True),  # the budget is spent
+        (52, 4, 40, True),  # past it
+        (38, 3, 44, True),  # 6 left, the mean step is 12.7: stopping here is nearer
+        (38, 3, 45, False),  # 7 left, more than half a step: the next step end is nearer
+        (10, 0, 20, False),  # no step seen yet (a caller that counts none): only a spent budget
+        (0, 0, 0, True),
+    ],
+)
+def test_closes_at_the_step_end_nearest_the_budget(used, steps, budget, closes):
+    assert closes_at_step_end(used, steps, budget) is closes
+
+
+def test_thinking_ends_at_the_step_end_nearest_the_budget(embedded):
+    model, tokenizer = embedded
+    engine = Engine(model, tokenizer, config=EngineConfig(slack_ratio=0.5))
+    prompt = "Add 4625 and 3843"
+    (free,) = engine.generate([Request(prompt, budget=384, visible_cot=True)])
+    think_ids = tokenizer.encode(free.think_text, add_special_tokens=False)
+    ends = [i + 1 for i, t in enumerate(think_ids) if ends_step(tokenizer.decode([t]))]
+    assert len(ends) >= 4, free.think_text
+    mean_step = ends[2] / 3
+    below, above = ends[2] - 2, ends[2] + int(mean_step / 2) - 1
+    results = engine.generate([Request(prompt, budget=b) for b in (below, above, ends[2] + 9)])
+    # a budget a little before or after the third step end stops there; one nearer the fourth
+    # step end runs on to it, never into the middle of a step
+    assert [r.telemetry.think_tokens for r in results] == [ends[2], ends[2], ends[3]]
+    assert all(r.telemetry.forced_think_close for r in results)

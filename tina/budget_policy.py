@@ -9,11 +9,17 @@ What it does:
   charges in training), a plain function shared with evaluation;
 - `reinforce_loss(log_probs, rewards, baseline)`: REINFORCE with a baseline,
   `−mean((r − baseline) · log π(b))`;
-- `train_budget_policy(engine, items, config)`: each iteration samples budgets for a batch of
-  items, serves each item through the engine at its sampled budget (the serving rule: past the
-  budget thinking closes at the first step end, at the soft cap at the latest), scores the answers
+- `leave_one_out_baseline(rewards, group)`: each sample's baseline is the mean reward of the
+  other samples of its item (RLOO; the group baseline of GRPO without the std scaling): items
+  differ far more in what they cost (0 to 150+ think tokens) than budgets of one item do, and a
+  batch-mean baseline would drown the budget's effect in that spread;
+- `train_budget_policy(engine, items, config)`: each iteration samples `samples_per_item`
+  budgets for each of a batch of items, serves each through the engine at its sampled budget
+  (the serving rule: thinking closes at the step end nearest the budget, at the soft cap at
+  the latest), scores the answers
   (`tina.sweep.score_item`), and takes one optimizer step on the budget head's output layer and
-  the policy's log std, with the batch's mean reward as the baseline.
+  the policy's log std, with the leave-one-out baseline (the batch mean with one sample per
+  item).
 
 The reference is the model with adapters off thinking freely: the items given to the policy are
 those the reference answers correctly (the recipe filters them with the minimal-budget search),
@@ -45,7 +51,11 @@ class BudgetPolicyConfig:
 
     iterations: int = 30  #: policy updates
     batch_size: int = 64  #: items per update
-    init_log_std: float = -1.0  #: initial log std of log(1 + budget) (σ ≈ 0.37)
+    samples_per_item: int = 4  #: budgets sampled per item (the leave-one-out baseline's group)
+    #: initial log std of log(1 + budget) (σ ≈ 0.14: ±14% budgets; a wide policy must put
+    #: its mean far above what an item needs for most samples to suffice, and the mean is
+    #: what serves)
+    init_log_std: float = -2.0
     lam: float = 0.002  #: reward cost per think token
     over_budget_weight: float = 0.5  #: weight of the normalised overrun in the reward
     lr: float = 0.003  #: Adam learning rate (budget output layer and log std)
@@ -61,11 +71,27 @@ def budget_reward(
     return float(correct) - lam * think_tokens - over_budget_weight * overrun
 
 
-def reinforce_loss(log_probs: torch.Tensor, rewards: torch.Tensor, baseline: float) -> torch.Tensor:
+def reinforce_loss(
+    log_probs: torch.Tensor, rewards: torch.Tensor, baseline: float | torch.Tensor
+) -> torch.Tensor:
     """−mean((r − baseline) · log π): its gradient raises the log-probability of samples whose
-    reward beats the baseline and lowers the others'."""
+    reward beats the baseline and lowers the others'. `baseline`: one number, or one per
+    sample."""
     advantage = (rewards - baseline).detach()
     return -(advantage * log_probs).mean()
+
+
+def leave_one_out_baseline(rewards: torch.Tensor, group: int) -> torch.Tensor:
+    """Per-sample baseline: the mean reward of the other `group − 1` samples of the same item.
+    `rewards` (N,) holds the items' samples consecutively (N a multiple of `group`); with
+    `group` 1 it is the batch mean."""
+    if group < 1 or rewards.numel() % group:
+        raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group}")
+    if group == 1:
+        return rewards.mean().expand_as(rewards)
+    by_item = rewards.view(-1, group)
+    others = (by_item.sum(dim=1, keepdim=True) - by_item) / (group - 1)
+    return others.reshape(-1)
 
 
 class BudgetPolicy(nn.Module):
@@ -108,6 +134,8 @@ def train_budget_policy(
         raise ValueError("the budget policy needs metacognitive heads (no introspection parts)")
     if not items:
         raise ValueError("no items to train the budget policy on")
+    if config.samples_per_item < 1:
+        raise ValueError(f"samples_per_item must be positive, got {config.samples_per_item}")
     policy = BudgetPolicy(config.init_log_std).to(engine.device)
     params: list[Any] = [*intro.heads.outputs.budget.parameters(), policy.log_std]
     optimizer = torch.optim.Adam(params, lr=config.lr)
@@ -117,8 +145,10 @@ def train_budget_policy(
     history = []
     prompts = [it.prompt if it.rendered else engine.render(it.prompt) for it in items]
     for iteration in range(config.iterations):
-        chosen = rng.sample(range(len(items)), min(config.batch_size, len(items)))
-        head = head_budgets(engine, [prompts[i] for i in chosen])
+        group = config.samples_per_item
+        picked = rng.sample(range(len(items)), min(config.batch_size, len(items)))
+        chosen = [i for i in picked for _ in range(group)]  # each item's samples side by side
+        head = head_budgets(engine, [prompts[i] for i in picked]).repeat_interleave(group)
         with torch.no_grad():
             noise = torch.randn(len(chosen), generator=generator).to(head.device)
             sample = torch.log1p(head.clamp(min=0)) + policy.log_std.exp() * noise
@@ -138,7 +168,8 @@ def train_budget_policy(
             ]
         )
         log_probs = policy.log_prob(head, sample)
-        loss = reinforce_loss(log_probs, rewards.to(head.device), float(rewards.mean()))
+        rewards = rewards.to(head.device)
+        loss = reinforce_loss(log_probs, rewards, leave_one_out_baseline(rewards, group))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

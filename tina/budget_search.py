@@ -2,16 +2,16 @@
 
 What it does: `minimal_budgets(engine, items, config)` decodes every item through the engine
 (greedy, hidden) first with a free budget (`free_budget`: the model thinks as long as it likes),
-then at each budget of an increasing grid, below the item's free think length, exactly (slack
-0: `</think>` forced at the budget), only for items not yet solved. An item's *minimal
-sufficient budget* is the smallest budget at which it is answered correctly: the first grid
-budget that works, else its free think length when only free thinking works. Items the model
-gets wrong even thinking freely have none (`minimal_budget` None).
+then at each budget of an increasing grid, below the item's free think length, as served
+(thinking closes at the step end nearest the budget), only for items not yet solved. An
+item's *minimal sufficient budget* is the smallest budget at which it is answered correctly:
+the first grid budget that works, else its free think length when only free thinking works.
+Items the model gets wrong even thinking freely have none (`minimal_budget` None).
 
 `budget_records(items, found)` turns the search into training records for the heads: budget
-target = the think tokens spent at the minimal budget (past a budget the engine closes thinking
-at the next step end, so this is where the sufficient thinking ended: granting exactly that
-budget closes there again; an unsolved item keeps its record's `target_budget`, the length of
+target = the think tokens spent at the minimal budget (the engine closes thinking at a step
+end, so this is where the sufficient thinking ended: granting exactly that budget closes
+there again; an unsolved item keeps its record's `target_budget`, the length of
 a correct concise trace: thinking longer than that does not help it), confidence target =
 correctness with free thinking, plan `direct` when the minimal budget is 0. The last budget
 that fell short adds a second record: that cut think, labelled wrong (the confidence read after

@@ -9,8 +9,9 @@ on-policy training). A batch of requests runs on ONE KV cache:
    The calibration (temperature, plan thresholds, budget clip) is applied here.
 2. **budget**: a fixed per-request budget wins; else the `direct` plan gives 0; else the heads'
    budget clamped to [min_think, budget_cap]; without heads, budget_cap. The soft cap is
-   `budget · (1 + slack)`: once the budget is spent, thinking closes at the first token
-   that ends a step (`tina.tags.ends_step`); reaching the soft cap forces `</think>` anyway.
+   `budget · (1 + slack)`. Thinking closes at the step end (`tina.tags.ends_step`) nearest
+   the budget (`closes_at_step_end`: the budget is spent, or less than half a mean step of it
+   is left); reaching the soft cap forces `</think>` anyway.
    A request's `max_tokens` bounds think + answer tokens together: the soft cap is at most
    `max_tokens − 1` (one token is left for the answer) and, at `</think>`, the answer cap
    shrinks to what thinking left.
@@ -146,6 +147,17 @@ def count_think_tokens(think_ids: Sequence[int]) -> int:
     return len(think_ids)
 
 
+def closes_at_step_end(used: int, steps: int, budget: int) -> bool:
+    """Whether thinking closes at a step end, `used` think tokens and `steps` steps in: the
+    budget is where thinking should end, and a cut never falls inside a step, so it ends at the
+    step end nearest the budget — here, if the budget is spent, or if what is left of it is less
+    than half a step (the row's mean step so far), so the next step end would overshoot it by
+    more than stopping now falls short."""
+    if used >= budget:
+        return True
+    return steps > 0 and 2 * (budget - used) * steps < used
+
+
 @dataclass
 class _Row:
     """Per-row decoding state."""
@@ -168,6 +180,7 @@ class _Row:
     confidence_after: float | None = None
     think_limit: int | None = None  #: most think tokens `max_tokens` allows (one left to answer)
     token_limit: int | None = None  #: the request's `max_tokens`
+    steps: int = 0  #: think tokens so far that ended a step (`tina.tags.ends_step`)
     gate_sum: float = 0.0
     gate_open: float = 0.0
     gate_count: float = 0.0
@@ -401,11 +414,13 @@ class Engine:
                     row.answer_cap = max(1, min(row.answer_cap, left))
                 return token, False
             row.think_ids.append(token)
+            step_end = self._ends_step(token)
+            row.steps += step_end
             if not row.forced and not row.pending_assess:
                 if len(row.think_ids) >= row.soft_cap:
                     self._at_soft_cap(row)
-                elif len(row.think_ids) >= row.budget and self._ends_step(token):
-                    row.forced = [think_close]  # the budget is spent and a step just ended
+                elif step_end and closes_at_step_end(len(row.think_ids), row.steps, row.budget):
+                    row.forced = [think_close]
                     row.forced_think_close = True
             return token, True
         row.completion_ids.append(token)

@@ -14,7 +14,8 @@ calibration → the token-efficiency result, from one config file and one comman
 4. **phase C** (`tina.trainer`): heads and adapters on those records (budget target = the minimal
    budget, confidence target = correctness, think CE on the model's own successful thinks);
 5. **budget policy** (`tina.budget_policy`): REINFORCE of the budget head on the items the
-   reference (adapters off, thinking freely) solves, reward = correct − λ · think tokens;
+   reference (adapters off, thinking freely) solves, reward = correct − λ · think tokens,
+   several budgets per item against a leave-one-out baseline;
 6. **pruning** of dead side adapters (`tina.pruning`; with the shipped recipe, which trains the
    heads only, every adapter is still at its identity start and goes), then **calibration**
    (`tina.calibrate`) on the dev split, written beside the final parts in
@@ -123,13 +124,20 @@ def _cells(config: RecipeConfig) -> list[tuple[str, int]]:
     return [(task, int(d)) for task, ds in config.suite.items() for d in ds]
 
 
+def _cell_ids(records: list[dict[str, Any]], task: str, difficulty: int) -> list[dict[str, Any]]:
+    """Records drawn per cell share `<task>-<seed>-<i>` ids across difficulties; the
+    difficulty goes into the id so every id of a split is unique (`<task>-d<d>-<seed>-<i>`)."""
+    return [{**r, "id": r["id"].replace(f"{task}-", f"{task}-d{difficulty}-", 1)} for r in records]
+
+
 def build_splits(config: RecipeConfig) -> dict[str, list[dict[str, Any]]]:
     """train / search / dev / test records (see module docstring); test questions appear in
-    no other split."""
+    no other split; ids are unique within a split."""
     seen = seen_questions_of(embedded_model_dir())
     test: list[dict[str, Any]] = []
     for task, d in _cells(config):
-        test += heldout_items(task, d, config.n_test, 10_000 + config.seed, seen)
+        drawn = heldout_items(task, d, config.n_test, 10_000 + config.seed, seen)
+        test += _cell_ids(drawn, task, d)
     held = {r["meta"]["question"] for r in test}
     splits: dict[str, list[dict[str, Any]]] = {"test": test}
     for offset, (name, n) in enumerate(
@@ -141,7 +149,7 @@ def build_splits(config: RecipeConfig) -> dict[str, list[dict[str, Any]]]:
                 task, 3 * n, seed=config.seed + 101 * (offset + 1), difficulties=[d]
             )
             kept = [r for r in batch if r["meta"]["question"] not in held]
-            records += (kept or batch)[:n]
+            records += _cell_ids((kept or batch)[:n], task, d)
         splits[name] = records
     return splits
 
@@ -237,7 +245,7 @@ def result_table(
         f"- budget adherence: median |used − predicted| / predicted = "
         f"{100 * adherence['adherence_median']:.1f}% (goal: ≤ 10%); empty answers: "
         f"{int(adherence['empty_answers'])}",
-        f"- n = {auto['n']} held-out items over every task and difficulty",
+        f"- n = {int(auto['n'])} held-out items over every task and difficulty",
     ]
     return "\n".join(lines) + "\n", summary
 

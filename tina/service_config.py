@@ -205,8 +205,8 @@ class ServiceConfig:
         default_factory=_default_stops
     )  #: must hold `</think>` and `</answer>`
     visible_cot: bool = False  #: show the chain of thought by default (hidden unless asked)
-    slack_ratio: float = 0.5  #: think budget slack: past the budget, thinking closes at the
-    #: first step end, and at budget · (1 + slack) at the latest; 0–4
+    slack_ratio: float = 0.5  #: think budget slack: thinking closes at the step end nearest
+    #: the budget, and at budget · (1 + slack) at the latest; 0–4
     min_think: int = 0  #: fewest think tokens before `</think>` may be accepted
     budget_cap: int = 384  #: most think tokens before `</think>` is forced
     max_answer_tokens: int = 64  #: answer token cap

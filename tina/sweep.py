@@ -8,8 +8,8 @@ What it does:
   field, only those of the requested split are kept; a record whose own answer does not score
   as correct (wrong `meta`) is an `EvalDataError` naming file and line;
 - `decode_items`: one budget over all items, batched through `tina.engine.Engine` in hidden
-  mode. A fixed budget `b` is served like any request with that budget (past `b`,
-  thinking closes at the first step end, at `b · (1 + slack)` at the latest: the rule of
+  mode. A fixed budget `b` is served like any request with that budget (thinking closes
+  at the step end nearest `b`, at `b · (1 + slack)` at the latest: the rule of
   `auto` too, so the two compare); `auto` is the request as served: the heads' plan and
   budget, the engine's slack, its calibration. `auto` needs metacognitive heads: without
   them it is a `SweepError` (the engine would silently fall back to its budget cap, which is

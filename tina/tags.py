@@ -283,8 +283,8 @@ def _inside(input_ids: list[int], open_id: int, close_id: int) -> list[int]:
 
 def ends_step(token_text: str) -> bool:
     """Whether a think token's text ends a reasoning step: a `;` or a `. ` at its end, or a
-    newline in it. Between a row's budget and its soft cap, the engine closes thinking at the
-    first token that ends a step, so a cut never falls in the middle of a step (a half-written
+    newline in it. The engine closes thinking at the step end nearest a row's budget (before
+    its soft cap), so a cut never falls in the middle of a step (a half-written
     `6+6+0=1` makes the answer that follows it wrong)."""
     return "\n" in token_text or token_text.endswith((";", ". "))
 
