@@ -43,8 +43,9 @@ def _telemetry(think: int, budget: int) -> Telemetry:
 
 
 class ScriptedEngine:
-    """An engine whose item i answers correctly iff it thinks `need[i]` tokens (None: never);
-    past a budget it finishes its step (3 more tokens); thinking freely it thinks 100 tokens."""
+    """An engine whose item i answers correctly iff it thinks `need[i]` tokens (None: never; a
+    set: exactly those think lengths, or 100 = free); past a budget it finishes its step (3
+    more tokens); thinking freely it thinks 100 tokens."""
 
     def __init__(self, items, need):
         self.by_prompt = {it.prompt: (it.gold, n) for it, n in zip(items, need, strict=True)}
@@ -57,7 +58,11 @@ class ScriptedEngine:
             assert r.budget is not None
             self.budgets.append(r.budget)
             think = min(r.budget + 3 if r.budget else 0, 100)
-            ok = need is not None and think >= need
+            ok = (
+                think in need or think == 100
+                if isinstance(need, set)
+                else (need is not None and think >= need)
+            )
             answer = gold if ok else "-1"
             completion = "t" * think + f"</think><answer>{answer}</answer>"
             out.append(Result(answer, answer, "t" * think, completion, _telemetry(think, r.budget)))
@@ -66,24 +71,27 @@ class ScriptedEngine:
 
 @pytest.fixture
 def items():
-    records = generate_records("add", 4, seed=9, difficulties=[2])
+    records = generate_records("add", 5, seed=9, difficulties=[2])
     return [item_from_record(r, ("t", i + 1)) for i, r in enumerate(records)]
 
 
-def test_minimal_budget_is_the_smallest_grid_budget_that_answers(items):
-    engine = ScriptedEngine(items, [0, 10, 50, None])
+def test_minimal_budget_is_the_smallest_grid_budget_that_still_answers(items):
+    # item 4 is right by luck at budget 8 (11 tokens), wrong at 16 and 32, right from 64 on
+    engine = ScriptedEngine(items, [0, 10, 50, None, {11, 67}])
     config = BudgetSearchConfig(grid=[0, 8, 16, 32, 64], free_budget=384, batch_size=3)
     found = minimal_budgets(engine, items, config)  # type: ignore[arg-type]
-    assert [f.minimal_budget for f in found] == [0, 8, 64, None]
-    assert [f.minimal_used for f in found] == [0, 11, 67, None]
-    assert [f.free_correct for f in found] == [True, True, True, False]
+    assert [f.minimal_budget for f in found] == [0, 8, 64, None, 64]
+    assert [f.minimal_used for f in found] == [0, 11, 67, None, 67]
+    assert [f.free_correct for f in found] == [True, True, True, False, True]
     assert all(f.free_think_tokens == 100 for f in found)
-    # Solved items stop being decoded; never-solved ones are not searched at all.
-    assert found[0].tried == [0] and found[1].tried == [0, 8] and found[3].tried == []
-    records = budget_records(items, found)
+    # The search runs down the grid and stops at an item's first failure; never-solved items
+    # are not searched at all.
+    assert found[0].tried == [64, 32, 16, 8, 0] and found[1].tried == [64, 32, 16, 8, 0]
+    assert found[2].tried == [64, 32] and found[3].tried == [] and found[4].tried == [64, 32]
+    records = [r for r in budget_records(items, found) if not r["id"].startswith(items[4].id)]
     cut = [r for r in records if r["id"].endswith("-cut")]
     records = [r for r in records if not r["id"].endswith("-cut")]
-    # the last budget that fell short is a negative: its cut think, labelled wrong
+    # the budget that fell short below the minimal one is a negative: its cut think, wrong
     assert [r["id"] for r in cut] == [f"{items[1].id}-cut", f"{items[2].id}-cut"]
     assert all(r["correct"] is False and r["lm_weight"] == 0.0 for r in cut)
     assert cut[0]["text"].endswith(f"<think></think><answer>{items[1].gold}</answer>")  # budget 0

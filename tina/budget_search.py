@@ -2,22 +2,26 @@
 
 What it does: `minimal_budgets(engine, items, config)` decodes every item through the engine
 (greedy, hidden) first with a free budget (`free_budget`: the model thinks as long as it likes),
-then at each budget of an increasing grid, below the item's free think length, as served
-(thinking closes at the step end nearest the budget), only for items not yet solved. An
-item's *minimal sufficient budget* is the smallest budget at which it is answered correctly:
-the first grid budget that works, else its free think length when only free thinking works.
-Items the model gets wrong even thinking freely have none (`minimal_budget` None).
+then at the grid budgets below the item's free think length, as served (thinking closes at the
+step end nearest the budget), from the largest down, until one fails. An item's *minimal
+sufficient budget* is the smallest budget from which the model still answers correctly: the
+lowest grid budget of that unbroken run of correct answers, else its free think length when
+only free thinking works. Searching down rather than up matters: correctness is not monotone
+in the budget (a think cut just after a "check" step can come out wrong where a shorter one was
+right by luck), and the smallest budget that happens to work would teach the heads a budget
+that fails on the item's neighbours. Items the model gets wrong even thinking freely have none
+(`minimal_budget` None).
 
 `budget_records(items, found)` turns the search into training records for the heads: budget
 target = the think tokens spent at the minimal budget (the engine closes thinking at a step
 end, so this is where the sufficient thinking ended: granting exactly that budget closes
 there again; an unsolved item keeps its record's `target_budget`, the length of
 a correct concise trace: thinking longer than that does not help it), confidence target =
-correctness with free thinking, plan `direct` when the minimal budget is 0. The last budget
-that fell short adds a second record: that cut think, labelled wrong (the confidence read after
-thinking learns to recognise a think stopped too early), with the same budget target. A
-record's think is the model's own (the text the engine produced), closed by the gold answer, so
-the adapters and think CE see on-policy text.
+correctness with free thinking, plan `direct` when the minimal budget is 0. The grid budget
+that fell short just below it adds a second record: that cut think, labelled wrong (the
+confidence read after thinking learns to recognise a think stopped too early), with the same
+budget target. A record's think is the model's own (the text the engine produced), closed by
+the gold answer, so the adapters and think CE see on-policy text.
 
 Correctness is `tina.sweep.score_item` (the task scorers); decoding is `tina.sweep.decode_items`
 (the one engine). What it does not do: train anything (the recipe and the budget policy do).
@@ -38,7 +42,7 @@ from tina.sweep import EvalItem, decode_items
 class BudgetSearchConfig:
     """The search grid."""
 
-    #: fixed budgets tried in increasing order (only those below an item's free think length)
+    #: fixed budgets tried from the largest down (only those below an item's free think length)
     grid: list[int] = field(
         default_factory=lambda: [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192]
     )
@@ -56,8 +60,8 @@ class BudgetFound:
     minimal_budget: int | None  #: smallest sufficient budget (None: never correct)
     minimal_used: int | None  #: think tokens spent at that budget (its step end; None: never)
     completion: str  #: the engine's completion at the minimal budget (else the free one)
-    failed_completion: str | None = None  #: the last grid budget's failed completion, if any
-    tried: list[int] = field(default_factory=list)  #: the grid budgets decoded for this item
+    failed_completion: str | None = None  #: the completion that fell short below it, if any
+    tried: list[int] = field(default_factory=list)  #: grid budgets decoded for it, largest first
 
 
 def minimal_budgets(
@@ -83,11 +87,12 @@ def minimal_budgets(
         )
         for item, row, result in zip(items, rows, results, strict=True)
     ]
-    for budget in grid:
+    broken = [False] * len(found)  # a grid budget below the run of correct answers failed
+    for budget in reversed(grid):
         todo = [
             i
             for i, f in enumerate(found)
-            if f.minimal_budget is not None and budget < f.minimal_budget
+            if f.minimal_budget is not None and not broken[i] and budget < f.minimal_budget
         ]
         if not todo:
             continue
@@ -102,6 +107,7 @@ def minimal_budgets(
                 found[i].completion = result.completion
             else:
                 found[i].failed_completion = result.completion
+                broken[i] = True
     return found
 
 
