@@ -206,9 +206,11 @@ def test_model_sees_the_raw_prompt_and_only_the_log_is_redacted(embedded, tmp_pa
     assert fed_redacted.answer != direct.answer
 
     path = tmp_path / "obs.jsonl"
-    assert main(["observe", "--prompt", prompt, "--jsonl-out", str(path)]) == 0
+    # the model alone on both sides (the shipped heads would pick their own budget)
+    base = ["observe", "--no-introspection", "--prompt", prompt, "--jsonl-out", str(path)]
+    assert main(base) == 0
     shown_default = capsys.readouterr().out.strip()
-    assert main(["observe", "--prompt", prompt, "--jsonl-out", str(path), "--log-raw"]) == 0
+    assert main([*base, "--log-raw"]) == 0
     shown_raw = capsys.readouterr().out.strip()
     assert shown_default == shown_raw == direct.answer  # stdout is never redacted
 
