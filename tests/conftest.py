@@ -79,6 +79,18 @@ def _tiny_qwen_with_tags():
     return Qwen2ForCausalLM(config).eval(), tokenizer
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Decode on one torch thread for the test: tiny models gain nothing from two, and on a
+    loaded 2-core machine two threads contend and run about ten times slower than one."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_random_model():
     """(model, tokenizer): a random-init 2-layer Qwen2 over the byte tokenizer with all tags,

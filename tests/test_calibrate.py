@@ -34,15 +34,7 @@ from tina.models import embedded_model_dir, load_model
 from tina.sweep import AUTO, SweepError, item_confidence, item_from_record, request_for
 from tina.tasks import generate_records
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Decode on one torch thread: tiny models gain nothing from two, and lose much when the
-    cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _sigmoid(x):

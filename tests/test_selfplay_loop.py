@@ -27,14 +27,7 @@ from tina.trainer import TrainConfigError, load_train_config
 SANDBOX = SandboxConfig()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Decoding many tiny steps: on a loaded 2-core machine two threads contend and run about
-    ten times slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,6 @@ import json
 import math
 
 import pytest
-import torch
 
 from tina.cli import main
 from tina.contract import ContractError, write_contract_jsonl
@@ -25,15 +24,7 @@ from tina.sweep import (
 )
 from tina.tasks import generate_records
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Decode on one torch thread: tiny models gain nothing from two, and lose much when the
-    cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _records(task="add", n=4, difficulties=(1,), seed=3):

@@ -144,8 +144,8 @@ def train_budget_policy(
     cap = engine.config.budget_cap
     history = []
     prompts = [it.prompt if it.rendered else engine.render(it.prompt) for it in items]
+    group = config.samples_per_item
     for iteration in range(config.iterations):
-        group = config.samples_per_item
         picked = rng.sample(range(len(items)), min(config.batch_size, len(items)))
         chosen = [i for i in picked for _ in range(group)]  # each item's samples side by side
         head = head_budgets(engine, [prompts[i] for i in picked]).repeat_interleave(group)

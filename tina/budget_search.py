@@ -87,12 +87,13 @@ def minimal_budgets(
         )
         for item, row, result in zip(items, rows, results, strict=True)
     ]
-    broken = [False] * len(found)  # a grid budget below the run of correct answers failed
     for budget in reversed(grid):
-        todo = [
+        todo = [  # still in an unbroken run of correct answers (no failed completion yet)
             i
             for i, f in enumerate(found)
-            if f.minimal_budget is not None and not broken[i] and budget < f.minimal_budget
+            if f.minimal_budget is not None
+            and f.failed_completion is None
+            and budget < f.minimal_budget
         ]
         if not todo:
             continue
@@ -107,7 +108,6 @@ def minimal_budgets(
                 found[i].completion = result.completion
             else:
                 found[i].failed_completion = result.completion
-                broken[i] = True
     return found
 
 

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from tina.atomic import atomic_write
 from tina.contract import PLAN_CLASSES
 from tina.service_config import Problem, read_json_file, schema_problems
 
@@ -104,17 +103,8 @@ def load_calibration(path: str | Path) -> Calibration:
 
 def save_calibration(calibration: Calibration, path: str | Path) -> None:
     """Write the calibration JSON atomically (temp file in the same directory, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(calibration.to_dict(), handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(calibration.to_dict(), indent=2) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def apply_confidence(logit: torch.Tensor, calibration: Calibration | None) -> torch.Tensor:

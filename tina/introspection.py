@@ -25,8 +25,6 @@ What it does not do: decoding (the engine) or training.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from tina.atomic import atomic_write
 from tina.metacog_heads import HeadsConfig, MetacogHeads, attach_taps, resolve_taps
 from tina.models import load_model
 from tina.side_adapters import AdapterConfig, attach_side_adapters, decoder_layers
@@ -149,17 +148,6 @@ def freeze_base(model: Any) -> None:
         param.requires_grad_(name.startswith(INTROSPECTION_PREFIX))
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_introspection(
     intro: Introspection,
     directory: str | Path,
@@ -172,16 +160,16 @@ def save_introspection(
     directory.mkdir(parents=True, exist_ok=True)
     if base_weights:
         base = {k: v.detach().cpu().contiguous() for k, v in base_weights.items()}
-        _atomic_write(
+        atomic_write(
             directory / BASE_WEIGHTS_NAME,
             lambda tmp: save_file(base, tmp, metadata={"format": "pt"}),
         )
     tensors = {k: v.detach().cpu().contiguous() for k, v in intro.state_dict().items()}
-    _atomic_write(
+    atomic_write(
         directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"})
     )
     payload = json.dumps(intro.config.to_dict(), indent=2) + "\n"
-    _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(payload))
+    atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(payload))
 
 
 def load_introspection(model: Any, directory: str | Path) -> Introspection:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from tina.atomic import atomic_write
 from tina.metrics import ece, reliability_bins
 from tina.sweep import AUTO, budget_sort_key, read_items_csv, read_sweep_csv
 
@@ -35,17 +35,10 @@ _DPI = 120
 
 def _save(fig: Figure, path: Path) -> Path:
     """Write `fig` as PNG to `path` atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=_DPI, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(
+        path, lambda tmp: fig.savefig(tmp, format="png", dpi=_DPI, bbox_inches="tight")
+    )
 
 
 def _finite(value: Any) -> bool:

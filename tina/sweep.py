@@ -35,12 +35,12 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tina.atomic import atomic_write
 from tina.contract import PLAN_CLASSES, ContractError, plan_index, read_contract_jsonl
 from tina.engine import Engine, EngineConfig, Request, Result, Telemetry
 from tina.introspection import inner_model
@@ -384,15 +384,7 @@ def run_budget_sweep(
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, newline=""))
 
 
 def _cell(value: Any) -> str:

@@ -81,7 +81,7 @@ from tina.metacog_heads import record_taps
 from tina.models import embedded_model_dir, load_model
 from tina.on_policy import OnPolicyConfig, sample_records
 from tina.pruning import prune_dead_adapters
-from tina.side_adapters import SideAdapter, decoder_layers, think_mask_context
+from tina.side_adapters import SideAdapter, decoder_layers, gate_stats, think_mask_context
 from tina.train_data import Example, batch_order, collate, example_from_record, load_examples
 
 GROUPS = ("heads", "adapters", "base_top")
@@ -529,14 +529,12 @@ def _metrics(
         if has_budget.any()
         else float("nan")
     )
-    adapters = [a for a in intro.adapters.values() if isinstance(a, SideAdapter)]
     return {
         **logged,
         "plan_accuracy": plan_acc,
         "budget_error": budget_err,
         "think_tokens_used": float(batch["think_mask"].sum(1).float().mean()),
-        "gate_activity": sum(a.last_activity for a in adapters) / max(1, len(adapters)),
-        "gate_coverage": sum(a.last_coverage for a in adapters) / max(1, len(adapters)),
+        **gate_stats(intro.adapters),
     }
 
 
