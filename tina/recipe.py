@@ -130,27 +130,53 @@ def _cell_ids(records: list[dict[str, Any]], task: str, difficulty: int) -> list
     return [{**r, "id": r["id"].replace(f"{task}-", f"{task}-d{difficulty}-", 1)} for r in records]
 
 
+def _draw_cell(
+    task: str, difficulty: int, n: int, seed: int, seen: set[str], taken: list[set[str]]
+) -> list[dict[str, Any]]:
+    """n records of one cell for a training or calibration split, drawn like the test items:
+    first questions neither in the model's bootstrap corpus (`seen`) nor in another split, each
+    once; then seen ones, each once; then, only where the problem space is too small (1-digit
+    sums), questions other splits hold, those of `taken[0]` last (`taken`: the question sets of
+    the splits drawn before, most protected first)."""
+    tiers: list[list[dict[str, Any]]] = [[] for _ in range(2 + len(taken))]
+    got: set[str] = set()
+    for batch_seed in range(seed, seed + 20):
+        for record in generate_records(task, 4 * n, seed=batch_seed, difficulties=[difficulty]):
+            question = record["meta"]["question"]
+            held = [k for k, questions in enumerate(taken) if question in questions]
+            if held:
+                tiers[len(tiers) - 1 - held[0]].append(record)
+            elif question not in got:
+                got.add(question)
+                tiers[1 if question in seen else 0].append(record)
+        if len(tiers[0]) >= n:
+            break
+    return [r for tier in tiers for r in tier][:n]
+
+
 def build_splits(config: RecipeConfig) -> dict[str, list[dict[str, Any]]]:
-    """train / search / dev / test records (see module docstring); test questions appear in
-    no other split; ids are unique within a split."""
+    """test / dev / search / train records (see module docstring). Every split is drawn the
+    same way: questions the model's bootstrap corpus never held first (`tina.quality`), so the
+    search, the budget policy and the calibration see items like the test items (the corpus's
+    own questions are answered from memory with less thinking, and a plain draw is half of
+    them); a question of one split appears in no other where the problem space allows, and a
+    test question in no other at all where it allows; ids are unique within a split."""
     seen = seen_questions_of(embedded_model_dir())
     test: list[dict[str, Any]] = []
     for task, d in _cells(config):
         drawn = heldout_items(task, d, config.n_test, 10_000 + config.seed, seen)
         test += _cell_ids(drawn, task, d)
-    held = {r["meta"]["question"] for r in test}
+    taken = [{r["meta"]["question"] for r in test}]
     splits: dict[str, list[dict[str, Any]]] = {"test": test}
     for offset, (name, n) in enumerate(
-        (("train", config.n_train), ("search", config.n_search), ("dev", config.n_dev))
+        (("dev", config.n_dev), ("search", config.n_search), ("train", config.n_train))
     ):
         records: list[dict[str, Any]] = []
         for task, d in _cells(config):
-            batch = generate_records(
-                task, 3 * n, seed=config.seed + 101 * (offset + 1), difficulties=[d]
-            )
-            kept = [r for r in batch if r["meta"]["question"] not in held]
-            records += _cell_ids((kept or batch)[:n], task, d)
+            seed = config.seed + 101 * (offset + 1)
+            records += _cell_ids(_draw_cell(task, d, n, seed, seen, taken), task, d)
         splits[name] = records
+        taken.append({r["meta"]["question"] for r in records})
     return splits
 
 
