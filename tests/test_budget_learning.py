@@ -90,7 +90,17 @@ def test_minimal_budget_is_the_smallest_grid_budget_that_still_answers(items):
     assert found[2].tried == [64, 32] and found[3].tried == [] and found[4].tried == [64, 32]
     records = [r for r in budget_records(items, found) if not r["id"].startswith(items[4].id)]
     cut = [r for r in records if r["id"].endswith("-cut")]
-    records = [r for r in records if not r["id"].endswith("-cut")]
+    exits = [r for r in records if "-exit" in r["id"]]
+    records = [r for r in records if not r["id"].endswith("-cut") and "-exit" not in r["id"]]
+    # every other decoded exit teaches only the confidence read after thinking
+    assert [r["id"] for r in exits] == [
+        *(f"{items[0].id}-exit{b}" for b in (8, 16)),  # the two nearest above the minimal
+        *(f"{items[1].id}-exit{b}" for b in (16, 32)),
+        f"{items[2].id}-exit384",
+    ]
+    assert all(r["correct_after"] is True and r["lm_weight"] == 0.0 for r in exits)
+    assert not any({"correct", "target_budget", "plan_class"} & set(r) for r in exits)
+    assert exits[1]["text"].endswith("t" * 19 + f"</think><answer>{items[0].gold}</answer>")
     # the budget that fell short below the minimal one is a negative: its cut think, wrong
     assert [r["id"] for r in cut] == [f"{items[1].id}-cut", f"{items[2].id}-cut"]
     assert all(r["correct"] is False and r["lm_weight"] == 0.0 for r in cut)
@@ -148,7 +158,10 @@ def test_leave_one_out_baseline_compares_budgets_of_the_same_item():
 
 def test_recipe_config_errors_are_named(tmp_path):
     path = tmp_path / "r.yaml"
-    path.write_text("n_tests: 3\nn_train: 0\nsearch: {grids: [1]}\nsuite: {divide: [1]}\n")
+    path.write_text(
+        "n_tests: 3\nn_train: 0\nsearch: {grids: [1]}\nsuite: {divide: [1]}\n"
+        "exit_thresholds: [0.5, 2]\n"
+    )
     with pytest.raises(TrainConfigError) as info:
         load_recipe_config(path)
     message = str(info.value)
@@ -157,6 +170,7 @@ def test_recipe_config_errors_are_named(tmp_path):
         "n_train: expected a positive integer",
         "search.grids: unknown key",
         "suite.divide: unknown task",
+        "exit_thresholds: expected a list of numbers in [0, 1]",
     ):
         assert expected in message
 
@@ -194,3 +208,41 @@ def test_recipe_splits_have_unique_ids_and_a_separate_test_set():
     assert splits["test"][4]["id"].startswith("add-d2-")
     held = {r["meta"]["question"] for r in splits["test"]}
     assert not held & {r["meta"]["question"] for k in ("train", "search", "dev") for r in splits[k]}
+
+
+def test_exit_threshold_is_the_one_with_the_best_reward(items):
+    from tina.calibration import Calibration
+    from tina.exit_check import fit_exit_threshold
+
+    class ThresholdEngine:
+        """Without a check half the items fail at 40 tokens; a check at 0.5 thinks 10 more and
+        fixes them; one at 0.9 thinks far too long."""
+
+        introspection = object()
+
+        def __init__(self):
+            self.calibration = Calibration(budget_min=8, budget_max=8)
+
+        def generate(self, requests):
+            threshold = self.calibration.exit_threshold
+            think = {None: 40, 0.5: 50, 0.9: 400}[threshold]
+            out = []
+            for k, r in enumerate(requests):
+                gold = next(it.gold for it in items if it.prompt == r.prompt)
+                answer = gold if threshold is not None or k % 2 == 0 else "-1"
+                telemetry = _telemetry(think, 8)
+                telemetry.exit_checks = 0 if threshold is None else 2
+                out.append(Result(answer, answer, "t" * think, "", telemetry))
+            return out
+
+    engine = ThresholdEngine()
+    original = engine.calibration
+    best, rows = fit_exit_threshold(engine, items, [None, 0.5, 0.9], lam=0.003, batch_size=2)  # type: ignore[arg-type]
+    assert best == 0.5
+    assert [r["threshold"] for r in rows] == [None, 0.5, 0.9]
+    assert rows[0]["exact_match"] == pytest.approx(0.6)  # rows 0 and 2 of batch 1, 0 of batch 3
+    assert rows[1]["reward"] == pytest.approx(1 - 0.003 * 50)
+    assert rows[2]["exit_checks"] == 2
+    assert engine.calibration is original and original.exit_threshold is None
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        fit_exit_threshold(engine, items, [1.5], lam=0.003)  # type: ignore[arg-type]

@@ -228,3 +228,43 @@ def test_thinking_ends_at_the_step_end_nearest_the_budget(embedded):
     # step end runs on to it, never into the middle of a step
     assert [r.telemetry.think_tokens for r in results] == [ends[2], ends[2], ends[3]]
     assert all(r.telemetry.forced_think_close for r in results)
+
+
+def test_exit_check_thinks_on_while_the_heads_read_not_ready():
+    from tina.models import load_model
+
+    model, tokenizer = load_model(device="cpu")
+    intro = attach_introspection(model)
+    heads = intro.heads.outputs
+    with torch.no_grad():  # plan always `compute`; raw confidence exactly sigmoid(0) = 0.5
+        heads.plan.weight.zero_()
+        heads.plan.bias.copy_(torch.tensor([-9.0, 9.0, -9.0, -9.0]))
+        heads.confidence.weight.zero_()
+        heads.confidence.bias.zero_()
+    prompt = "Add 4625 and 3843"
+    (free,) = Engine(model, tokenizer).generate([Request(prompt, budget=384, visible_cot=True)])
+    think_ids = tokenizer.encode(free.think_text, add_special_tokens=False)
+    ends = [i + 1 for i, t in enumerate(think_ids) if ends_step(tokenizer.decode([t]))]
+    assert len(ends) >= 5, free.think_text
+
+    def run(threshold, **config):
+        calibration = Calibration(budget_min=ends[2], budget_max=ends[2])
+        calibration.exit_threshold = threshold
+        engine = Engine(model, tokenizer, intro, EngineConfig(**config), calibration)
+        return engine.generate([Request(prompt), Request(prompt, budget=ends[2])])
+
+    for auto, fixed in (run(None), run(0.4), run(0.6, exit_check=False)):
+        assert auto.telemetry.think_tokens == ends[2]  # ready (or no check): the budget's step
+        assert fixed.telemetry.think_tokens == ends[2]
+    assert run(None)[0].telemetry.exit_checks == 0
+    assert run(0.4)[0].telemetry.exit_checks == 1
+    auto, fixed = run(0.6)  # never ready: every step end up to the soft cap is checked
+    soft_cap = math.floor(ends[2] * 1.5)
+    assert auto.telemetry.soft_cap == soft_cap
+    assert auto.telemetry.think_tokens == min(soft_cap, len(think_ids))
+    assert auto.telemetry.exit_checks == sum(ends[2] <= e < soft_cap for e in ends)
+    assert auto.think_text == free.think_text[: len(auto.think_text)]  # the same thinking, longer
+    assert auto.answer and not auto.telemetry.leaked
+    # a fixed budget is exact: the check never applies to it
+    assert fixed.telemetry.think_tokens == ends[2] and fixed.telemetry.exit_checks == 0
+    intro.detach()

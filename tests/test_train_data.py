@@ -20,6 +20,7 @@ def test_collate_masks_labels_and_targets(tokenizer, tmp_path):
     records = generate_records("add", 6, seed=3, difficulties=[1, 2, 3])
     records[0]["correct"] = True
     records[1]["correct"] = False
+    records[2]["correct_after"] = False  # an exit record: only the confidence after thinking
     path = tmp_path / "d.jsonl"
     write_contract_jsonl(path, records)
     examples = load_examples(tokenizer, path)
@@ -39,6 +40,7 @@ def test_collate_masks_labels_and_targets(tokenizer, tmp_path):
         assert batch["plan_targets"][i] == (0 if record["plan_class"] == "direct" else 1)
         assert batch["budget_targets"][i] == record["think_tokens_used"]
     assert batch["correct"].tolist() == [1.0, 0.0, -1.0, -1.0, -1.0, -1.0]
+    assert batch["correct_after"].tolist() == [1.0, 0.0, 0.0, -1.0, -1.0, -1.0]
     assert (
         batch["attention_mask"].sum(1) == batch["loss_mask"].sum(1) + batch["prompt_mask"].sum(1)
     ).all()

@@ -158,3 +158,36 @@ def test_one_cycle_smoke_from_the_cli(tmp_path, data_file, capsys):
     assert code == 0
     assert (tmp_path / "smoke" / "checkpoint-3" / "introspection.safetensors").is_file()
     assert "done:" in capsys.readouterr().out
+
+
+def test_exit_bce_reads_the_last_think_token_against_correct_after(tiny_fresh):
+    from torch.nn import functional as F
+
+    from tina.introspection import attach_introspection
+    from tina.metacog_heads import record_taps
+    from tina.train_data import collate, example_from_record
+    from tina.trainer import training_step_losses
+
+    model, tokenizer = tiny_fresh
+    intro = attach_introspection(model)
+    records = generate_records("add", 3, seed=5, difficulties=[2])
+    records[0]["correct_after"] = True
+    records[1]["correct_after"] = False
+    prompt = records[2]["text"].split("<think>")[0]
+    records[2]["text"] = prompt + "<think></think><answer>1</answer>"
+    records[2]["correct_after"] = False  # no think: nothing to read, the row is ignored
+    examples = [example_from_record(tokenizer, r) for r in records]
+    batch = collate(examples, tokenizer.pad_token_id)
+    _, parts, _ = training_step_losses(model, intro, batch, {"exit_bce": 1.0})
+    with record_taps() as taps:
+        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    logits = []
+    for i, ex in enumerate(examples[:2]):
+        mask = torch.zeros_like(batch["prompt_mask"][i : i + 1])
+        mask[0, ex.prompt_length + sum(ex.think_mask) - 1] = 1  # the last think token
+        assert tokenizer.decode(batch["input_ids"][i][mask[0] == 1]) == ";"  # a step end
+        row = {k: v[i : i + 1] for k, v in taps.items()}
+        logits.append(intro.heads(row, mask).confidence_logit)
+    expected = F.binary_cross_entropy_with_logits(torch.cat(logits), torch.tensor([1.0, 0.0]))
+    assert parts["exit_bce"] == pytest.approx(float(expected.detach()), rel=1e-4)
+    intro.detach()

@@ -20,8 +20,13 @@ a correct concise trace: thinking longer than that does not help it), confidence
 correctness with free thinking, plan `direct` when the minimal budget is 0. The grid budget
 that fell short just below it adds a second record: that cut think, labelled wrong (the
 confidence read after thinking learns to recognise a think stopped too early), with the same
-budget target. A record's think is the model's own (the text the engine produced), closed by
-the gold answer, so the adapters and think CE see on-policy text.
+budget target. The other exits the search decoded nearest above the minimal budget (larger
+grid budgets, then free thinking; `extra_exits` of them: the check decides near the budget,
+never at free thinking's end) add records that teach only the confidence read after
+thinking (`correct_after`: that exit's correctness; no prompt-level targets, so the prompt's
+confidence, plan and budget keep one record per item): the engine's exit check reads it at
+the step end where thinking would close. A record's think is the model's own (the text the
+engine produced), closed by the gold answer, so the adapters and think CE see on-policy text.
 
 Correctness is `tina.sweep.score_item` (the task scorers); decoding is `tina.sweep.decode_items`
 (the one engine). What it does not do: train anything (the recipe and the budget policy do).
@@ -62,6 +67,8 @@ class BudgetFound:
     completion: str  #: the engine's completion at the minimal budget (else the free one)
     failed_completion: str | None = None  #: the completion that fell short below it, if any
     tried: list[int] = field(default_factory=list)  #: grid budgets decoded for it, largest first
+    #: every decoded exit: (budget, completion, correct), free thinking first, then `tried`
+    exits: list[tuple[int, str, bool]] = field(default_factory=list)
 
 
 def minimal_budgets(
@@ -84,6 +91,7 @@ def minimal_budgets(
             minimal_budget=int(row["think_tokens"]) if row["correct"] else None,
             minimal_used=int(row["think_tokens"]) if row["correct"] else None,
             completion=result.completion,
+            exits=[(config.free_budget, result.completion, bool(row["correct"]))],
         )
         for item, row, result in zip(items, rows, results, strict=True)
     ]
@@ -102,6 +110,7 @@ def minimal_budgets(
         )
         for i, row, result in zip(todo, rows, results, strict=True):
             found[i].tried.append(budget)
+            found[i].exits.append((budget, result.completion, bool(row["correct"])))
             if row["correct"]:
                 found[i].minimal_budget = budget
                 found[i].minimal_used = int(row["think_tokens"])
@@ -111,7 +120,9 @@ def minimal_budgets(
     return found
 
 
-def budget_records(items: Sequence[EvalItem], found: Sequence[BudgetFound]) -> list[dict[str, Any]]:
+def budget_records(
+    items: Sequence[EvalItem], found: Sequence[BudgetFound], extra_exits: int = 2
+) -> list[dict[str, Any]]:
     """Training records from the search (see module docstring)."""
     out = []
     for item, f in zip(items, found, strict=True):
@@ -140,4 +151,18 @@ def budget_records(items: Sequence[EvalItem], found: Sequence[BudgetFound]) -> l
                 lm_weight=0.0,
             )
             out.append(failed)
+        recorded = {f.completion, f.failed_completion}
+        others = sorted(
+            ((b, text, ok) for b, text, ok in f.exits if text not in recorded), key=lambda e: e[0]
+        )
+        for budget, completion, correct in others[:extra_exits]:
+            out.append(
+                {
+                    "id": f"{record.get('id', item.id)}-exit{budget}",
+                    "text": with_own_think(record, completion, item.gold),
+                    "correct_after": correct,
+                    "lm_weight": 0.0,
+                    **{k: item.record[k] for k in ("task", "meta") if k in item.record},
+                }
+            )
     return out

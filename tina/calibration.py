@@ -52,6 +52,10 @@ class Calibration:
     confidence_bias: float = 0.0  #: added to logit / T before the sigmoid (Platt's offset)
     #: a monotone piecewise-linear map applied last: knots {"x": [...], "y": [...]} in [0, 1]
     confidence_map: dict[str, list[float]] = field(default_factory=dict)
+    #: readiness to stop thinking: at a step end where the heads' budget would close thinking,
+    #: the engine reads the heads' raw confidence there and thinks on to the next step end
+    #: while it is below this (None: no check; `tina.exit_check` fits it)
+    exit_threshold: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"version": 1, "confidence_temperature": self.confidence_temperature}
@@ -63,6 +67,8 @@ class Calibration:
             out["plan_thresholds"] = dict(self.plan_thresholds)
         if self.budget_min is not None and self.budget_max is not None:
             out["budget_clip"] = {"min": self.budget_min, "max": self.budget_max}
+        if self.exit_threshold is not None:
+            out["exit_threshold"] = self.exit_threshold
         if self.fitted_on:
             out["fitted_on"] = self.fitted_on
         return out
@@ -98,6 +104,9 @@ def load_calibration(path: str | Path) -> Calibration:
         budget_min=None if clip is None else int(clip["min"]),
         budget_max=None if clip is None else int(clip["max"]),
         fitted_on=dict(payload.get("fitted_on", {})),
+        exit_threshold=None
+        if payload.get("exit_threshold") is None
+        else float(payload["exit_threshold"]),
     )
 
 

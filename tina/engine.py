@@ -11,7 +11,11 @@ on-policy training). A batch of requests runs on ONE KV cache:
    budget clamped to [min_think, budget_cap]; without heads, budget_cap. The soft cap is
    `budget · (1 + slack)`. Thinking closes at the step end (`tina.tags.ends_step`) nearest
    the budget (`closes_at_step_end`: the budget is spent, or less than half a mean step of it
-   is left); reaching the soft cap forces `</think>` anyway.
+   is left); reaching the soft cap forces `</think>` anyway. With the calibration's
+   `exit_threshold` (the exit check; heads' budgets only, never a fixed one), the heads first
+   read that step end and thinking goes on to the next step end while their raw confidence
+   there is below the threshold: a think cut right after a "check" step can garble the answer
+   where the next step end would not.
    A request's `max_tokens` bounds think + answer tokens together: the soft cap is at most
    `max_tokens − 1` (one token is left for the answer) and, at `</think>`, the answer cap
    shrinks to what thinking left.
@@ -19,8 +23,9 @@ on-policy training). A batch of requests runs on ONE KV cache:
    counts and forced-token queue. Side adapters are on exactly for rows whose fed token is a
    think token (the same positions as the training think mask).
 4. **assess**: when a row closes its thinking, the heads read the `</think>` position again
-   (confidence after thinking). Optionally (off by default) a row at its soft cap whose
-   confidence is below a threshold gets one budget extension instead of the forced `</think>`.
+   (confidence after thinking); the exit check reads its step end the same way. Optionally
+   (off by default) a row at its soft cap whose confidence is below a threshold gets one
+   budget extension instead of the forced `</think>`.
 5. **answer**: `<answer>` is forced after `</think>` (the answer phase always runs); the row
    ends at `</answer>` (EOS or a stray `</think>` is fed as `</answer>`) or, at the answer cap,
    `</answer>` is forced.
@@ -74,6 +79,7 @@ class EngineConfig:
     extend_on_low_confidence: bool = False  #: allow one budget extension at the soft cap
     extension_threshold: float = 0.5  #: extend when confidence at the soft cap is below this
     extension_ratio: float = 0.5  #: the extension adds budget · extension_ratio tokens
+    exit_check: bool = True  #: apply the calibration's `exit_threshold` (step 2), when it has one
 
     @classmethod
     def from_service_config(cls, service: Any) -> EngineConfig:
@@ -125,6 +131,7 @@ class Telemetry:
     latency_s: float  #: wall time of the batch this request ran in
     tokens_per_s: float  #: completion tokens of this request / latency
     leaked: bool  #: hidden output contains a tag or a span of the thinking
+    exit_checks: int = 0  #: step ends where the exit check read the heads (0: no check ran)
     per_layer: dict[str, dict[str, Any]] = field(default_factory=dict)  #: per-tap heads outputs
 
     def to_dict(self) -> dict[str, Any]:
@@ -177,6 +184,9 @@ class _Row:
     forced_answer_close: bool = False
     extended: bool = False
     pending_assess: bool = False  #: at the soft cap, waiting for the heads to allow an extension
+    check_exit: bool = False  #: the exit check applies to this row (heads' budget, threshold set)
+    pending_exit: bool = False  #: at a closing step end, waiting for the exit check
+    exit_checks: int = 0  #: exit checks run so far
     confidence_after: float | None = None
     think_limit: int | None = None  #: most think tokens `max_tokens` allows (one left to answer)
     token_limit: int | None = None  #: the request's `max_tokens`
@@ -253,7 +263,7 @@ class Engine:
                 for i, (t, m) in enumerate(zip(step_ids, step_mask, strict=True))
                 if m and t == think_close
             ]
-            at_cap = [i for i, r in enumerate(rows) if r.pending_assess]
+            at_cap = [i for i, r in enumerate(rows) if r.pending_assess or r.pending_exit]
             with record_taps() as taps:
                 logits = self._forward(
                     torch.tensor(step_ids, device=self.device)[:, None],
@@ -349,6 +359,12 @@ class Engine:
             think_limit=think_limit,
             token_limit=request.max_tokens,
         )
+        row.check_exit = (
+            request.budget is None
+            and heads is not None
+            and budget > 0
+            and self._exit_threshold() is not None
+        )
         if row.soft_cap == 0:
             row.forced = [self.ids[THINK_CLOSE]]
             row.forced_think_close = True
@@ -416,12 +432,15 @@ class Engine:
             row.think_ids.append(token)
             step_end = self._ends_step(token)
             row.steps += step_end
-            if not row.forced and not row.pending_assess:
+            if not row.forced and not row.pending_assess and not row.pending_exit:
                 if len(row.think_ids) >= row.soft_cap:
                     self._at_soft_cap(row)
                 elif step_end and closes_at_step_end(len(row.think_ids), row.steps, row.budget):
-                    row.forced = [think_close]
-                    row.forced_think_close = True
+                    if row.check_exit:
+                        row.pending_exit = True  # `_assess` reads the heads here first
+                    else:
+                        row.forced = [think_close]
+                        row.forced_think_close = True
             return token, True
         row.completion_ids.append(token)
         if (
@@ -449,6 +468,12 @@ class Engine:
             text = self.tokenizer.decode([token], skip_special_tokens=False)
             cached = self._step_ends[token] = ends_step(text)
         return cached
+
+    def _exit_threshold(self) -> float | None:
+        """The exit check's readiness threshold: the calibration's, unless the check is off."""
+        if not self.config.exit_check or self.calibration is None:
+            return None
+        return self.calibration.exit_threshold
 
     def _at_soft_cap(self, row: _Row) -> None:
         """Force `</think>` now, or (extension enabled, heads present, not yet extended) let the
@@ -480,7 +505,9 @@ class Engine:
         self, rows: list[_Row], closing: list[int], at_cap: list[int], taps: dict[int, torch.Tensor]
     ) -> None:
         """The heads read the position just fed: confidence after thinking for rows that fed
-        `</think>`; for rows at their soft cap, one extension if confidence is low."""
+        `</think>`; the exit check for rows at a closing step end (close when the raw
+        confidence is at the threshold, else think on); for rows at their soft cap, one
+        extension if confidence is low."""
         mask = torch.ones(len(rows), 1, dtype=torch.long, device=self.device)
         out = self.introspection.heads(taps, mask)
         confidence = apply_confidence(out.confidence_logit, self.calibration)
@@ -489,6 +516,14 @@ class Engine:
         cfg = self.config
         for i in at_cap:
             row = rows[i]
+            if row.pending_exit:
+                row.pending_exit = False
+                row.exit_checks += 1
+                threshold = self._exit_threshold()
+                if threshold is None or float(out.confidence[i]) >= threshold:
+                    row.forced = [self.ids[THINK_CLOSE]]
+                    row.forced_think_close = True
+                continue
             row.pending_assess = False
             extension = max(1, math.ceil(row.budget * cfg.extension_ratio))
             if row.think_limit is not None:
@@ -542,6 +577,7 @@ class Engine:
             latency_s=latency,
             tokens_per_s=n_tokens / latency if latency > 0 else 0.0,
             leaked=False if visible else leaks_reasoning(output, think_text),
+            exit_checks=row.exit_checks,
             per_layer=per_layer,
         )
         return Result(

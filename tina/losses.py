@@ -50,15 +50,17 @@ from torch import Tensor
 #: with the function that computes it:
 #: answer_ce, think_ce, plan_ce, budget_loss, confidence_bce, over_budget_penalty,
 #: gate_sparsity, quiet_star_consistency, rewrite_consistency, style_invariance_kl,
-#: constraint_bce — the function of that name; reflect_ce, program_ce — `segment_ce` with the
-#: `<reflect>` / `<program>` segment mask; strategy_ce — `plan_ce` on `strategy_logits`;
-#: cog_ops_bce — `constraint_bce` on `cog_ops_logits` (multi-label).
+#: constraint_bce — the function of that name; exit_bce — `confidence_bce` read at the last
+#: think token (the engine's exit check) against the record's `correct_after`; reflect_ce,
+#: program_ce — `segment_ce` with the `<reflect>` / `<program>` segment mask; strategy_ce —
+#: `plan_ce` on `strategy_logits`; cog_ops_bce — `constraint_bce` on `cog_ops_logits` (multi-label).
 LOSS_NAMES: tuple[str, ...] = (
     "answer_ce",
     "think_ce",
     "plan_ce",
     "budget_loss",
     "confidence_bce",
+    "exit_bce",
     "over_budget_penalty",
     "gate_sparsity",
     "quiet_star_consistency",

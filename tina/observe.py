@@ -69,10 +69,10 @@ def observation_record(
     Keys: `ts` (ISO-8601 UTC), `prompt`, `visible_cot`, `sections` (`think`/`answer`, each
     `text` and `tokens`), `output` (what the user was shown), `heads` (`plan`, `plan_probs`,
     `predicted_budget`, `budget`, `soft_cap`, `confidence_before`, `confidence_after`,
-    `extended`), `gates` (`activity`, `coverage`), `latency_s`, `tokens_per_s`, `leaked`,
-    `forced_think_close`, `forced_answer_close`; and `per_layer` (the heads' outputs per tapped
-    layer, empty without per-layer heads) only with `debug_per_layer`. Every string is redacted
-    (`tina.redact.redact_record`) unless `raw`.
+    `extended`, `exit_checks`), `gates` (`activity`, `coverage`), `latency_s`, `tokens_per_s`,
+    `leaked`, `forced_think_close`, `forced_answer_close`; and `per_layer` (the heads' outputs
+    per tapped layer, empty without per-layer heads) only with `debug_per_layer`. Every string
+    is redacted (`tina.redact.redact_record`) unless `raw`.
 
     `visible_cot` is the request's; when the request left it to the engine's default, it is
     read off the result (visible output is the whole completion).
@@ -100,6 +100,7 @@ def observation_record(
             "confidence_before": t.confidence_before,
             "confidence_after": t.confidence_after,
             "extended": t.extended,
+            "exit_checks": t.exit_checks,
         },
         "gates": {"activity": t.gate_activity, "coverage": t.gate_coverage},
         "latency_s": t.latency_s,

@@ -19,7 +19,8 @@ calibration → the token-efficiency result, from one config file and one comman
 6. **pruning** of dead side adapters (`tina.pruning`; with the shipped recipe, which trains the
    heads only, every adapter is still at its identity start and goes), then **calibration**
    (`tina.calibrate`) on the dev split, written beside the final parts in
-   `final/` (introspection parts + `metacog_calibration.json`);
+   `final/` (introspection parts + `metacog_calibration.json`), and the **exit check**'s
+   threshold (`tina.exit_check`), fitted on the dev split too and written into that file;
 7. **the result** (`tina.sweep`) on the test items: the reference thinking freely, Tina at
    fixed budgets (the curve) and at its own budget (`auto`): `artifacts/budget_result.md`
    (+ `.json`), the sweep CSVs and the plots.
@@ -87,6 +88,8 @@ class RecipeConfig:
     )  #: the fixed budgets of the curve
     batch_size: int = 64  #: engine batch for search and evaluation
     prune_gates_below: float = 1e-6  #: before saving, drop side adapters scoring below (dead)
+    #: exit-check thresholds tried on the dev split (no check is always a candidate)
+    exit_thresholds: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7])
     ship_to: str | None = None  #: copy `final/` here at the end (`--ship`: the embedded dir)
 
 
@@ -101,6 +104,13 @@ def load_recipe_config(path: str | Path) -> RecipeConfig:
     for key in ("n_train", "n_search", "n_dev", "n_test", "free_budget", "batch_size"):
         if key in raw and (not isinstance(raw[key], int) or raw[key] < 1):
             problems.append(f"{path}: {key}: expected a positive integer, got {raw[key]!r}")
+    thresholds = raw.get("exit_thresholds", [])
+    if not isinstance(thresholds, list) or not all(
+        isinstance(t, int | float) and not isinstance(t, bool) and 0 <= t <= 1 for t in thresholds
+    ):
+        problems.append(
+            f"{path}: exit_thresholds: expected a list of numbers in [0, 1], got {thresholds!r}"
+        )
     for key, cls in (("search", BudgetSearchConfig), ("policy", BudgetPolicyConfig)):
         names = {f.name for f in fields(cls)}
         problems += [
@@ -371,12 +381,30 @@ def run_recipe(config: RecipeConfig, log: Callable[[str], None] = print) -> dict
     step("budget policy")
 
     from tina.calibrate import calibrate_on_records
-    from tina.calibration import load_calibration
+    from tina.calibration import load_calibration, save_calibration
+    from tina.exit_check import fit_exit_threshold
 
     calibration_path = final / "metacog_calibration.json"
     figures = calibrate_on_records(engine, splits["dev"], calibration_path)
     log(f"[recipe] calibration: {json.dumps({k: round(v, 4) for k, v in figures.items()})}")
     engine.calibration = load_calibration(calibration_path)
+    threshold, tried = fit_exit_threshold(
+        engine,
+        _items(splits["dev"], "dev"),
+        [None, *config.exit_thresholds],
+        policy.lam,
+        config.batch_size,
+    )
+    for row in tried:
+        log(
+            f"[recipe] exit threshold {row['threshold']}: exact match {row['exact_match']:.4f}, "
+            f"think {row['avg_think_tokens']:.1f}, reward {row['reward']:.4f}, "
+            f"checks {row['exit_checks']:.2f} (dev)"
+        )
+    engine.calibration.exit_threshold = threshold
+    engine.calibration.fitted_on["exit_check"] = tried
+    save_calibration(engine.calibration, calibration_path)
+    log(f"[recipe] exit threshold: {threshold}")
     step("calibration")
 
     test_items = _items(splits["test"], "test")

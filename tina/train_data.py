@@ -48,6 +48,9 @@ class Example:
     plan: int = -100  #: plan class index, -100 unknown
     budget: float = -1.0  #: think-token budget target, -1 unknown
     correct: float = -1.0  #: 1 correct, 0 wrong, -1 unknown
+    #: correctness of an answer given right after this record's think (record `correct_after`,
+    #: else `correct`): what the confidence read at `</think>` and at the last think token learns
+    correct_after: float = -1.0
     constraint: list[float] | None = None  #: constraint vector, if the record has one
     pair_id: str | None = None  #: `rewrite_pair_id`, if any
     style: str | None = None  #: the record's reasoning `style`, if any
@@ -65,6 +68,7 @@ def example_from_record(
     prompt_length = seg.loss_mask.index(1) if 1 in seg.loss_mask else len(seg.input_ids)
     budget = record.get("think_tokens_used", record.get("target_budget", -1))
     correct = record.get("correct")
+    after = record.get("correct_after", correct)
     pair = record.get("rewrite_pair_id")
     return Example(
         input_ids=seg.input_ids,
@@ -75,6 +79,7 @@ def example_from_record(
         plan=plan_index(record["plan_class"]) if "plan_class" in record else -100,
         budget=float(budget),
         correct=-1.0 if correct is None else float(bool(correct)),
+        correct_after=-1.0 if after is None else float(bool(after)),
         constraint=[float(v) for v in record["constraint_vec"]]
         if "constraint_vec" in record
         else None,
@@ -158,6 +163,7 @@ def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]
         "plan_targets": torch.tensor([ex.plan for ex in examples], dtype=torch.long),
         "budget_targets": torch.tensor([ex.budget for ex in examples], dtype=torch.float32),
         "correct": torch.tensor([ex.correct for ex in examples], dtype=torch.float32),
+        "correct_after": torch.tensor([ex.correct_after for ex in examples], dtype=torch.float32),
         "pair_index": pair_index,
         "lm_weight": torch.tensor([ex.lm_weight for ex in examples], dtype=torch.float32),
     }

@@ -394,11 +394,14 @@ def _without_think(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _heads_at_think_close(intro: Introspection, taps: Any, batch: dict[str, torch.Tensor]) -> Any:
+def _heads_at_think_close(
+    intro: Introspection, taps: Any, batch: dict[str, torch.Tensor], offset: int = 0
+) -> Any:
     """The heads read at the `</think>` position, as the engine reads them when thinking closes
-    (confidence after thinking): `</think>` sits right after the prompt and the think tokens."""
-    close = (batch["prompt_mask"].sum(1) + batch["think_mask"].sum(1)).clamp(
-        max=batch["input_ids"].shape[1] - 1
+    (confidence after thinking): `</think>` sits right after the prompt and the think tokens.
+    `offset` −1 reads the last think token instead (the engine's exit check)."""
+    close = (batch["prompt_mask"].sum(1) + batch["think_mask"].sum(1) + offset).clamp(
+        min=0, max=batch["input_ids"].shape[1] - 1
     )
     mask = torch.zeros_like(batch["prompt_mask"])
     mask[torch.arange(mask.shape[0], device=mask.device), close] = 1
@@ -434,9 +437,15 @@ def training_step_losses(
         * (
             confidence_bce(heads.confidence_logit, batch["correct"])
             + confidence_bce(
-                _heads_at_think_close(intro, taps, batch).confidence_logit, batch["correct"]
+                _heads_at_think_close(intro, taps, batch).confidence_logit, batch["correct_after"]
             )
         ),
+        "exit_bce": confidence_bce(
+            _heads_at_think_close(intro, taps, batch, offset=-1).confidence_logit,
+            torch.where(batch["think_mask"].sum(1) > 0, batch["correct_after"], -1.0),
+        )
+        if "exit_bce" in on
+        else None,
         "over_budget_penalty": over_budget_penalty(used, heads.budget)
         if "over_budget_penalty" in on
         else None,
