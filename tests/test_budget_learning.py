@@ -14,7 +14,7 @@ from tina.budget_policy import (
 )
 from tina.budget_search import BudgetSearchConfig, budget_records, minimal_budgets
 from tina.engine import Request, Result, Telemetry
-from tina.recipe import RecipeConfig, build_splits, load_recipe_config, result_table
+from tina.recipe import RecipeConfig, build_splits, dev_line, load_recipe_config, result_table
 from tina.sweep import AUTO, item_from_record
 from tina.tasks import generate_records
 from tina.trainer import TrainConfigError
@@ -193,6 +193,20 @@ def test_result_table_interpolates_the_fixed_budget_curve():
     assert not result_table(reference, worse, {"adherence_median": 0.0, "empty_answers": 0.0})[1][
         "on_or_above_curve"
     ]
+
+
+def test_dev_line_reports_the_calibration_split_gap():
+    dev = {
+        "n": 552,
+        "reference_exact_match": 0.7627,
+        "reference_think_tokens": 104.8,
+        "tina_exact_match": 0.7536,
+        "tina_think_tokens": 48.8,
+        "exit_threshold": 0.5,
+    }
+    line = dev_line(dev)
+    assert "n = 552" in line and "exit threshold 0.5" in line
+    assert "Tina 0.754 at 48.8 (47%), gap +0.9 points" in line
 
 
 def test_recipe_splits_have_unique_ids_and_a_separate_test_set():

@@ -286,6 +286,19 @@ def result_table(
     return "\n".join(lines) + "\n", summary
 
 
+def dev_line(dev: dict[str, Any]) -> str:
+    """The result on the calibration split (it fits the calibration file and the exit
+    threshold, never the heads or the policy), as a Markdown bullet."""
+    gap = 100 * (dev["reference_exact_match"] - dev["tina_exact_match"])
+    ratio = dev["tina_think_tokens"] / max(dev["reference_think_tokens"], 1e-9)
+    return (
+        f"- calibration split (n = {dev['n']}; it fits the calibration and the exit threshold "
+        f"{dev['exit_threshold']}): reference {dev['reference_exact_match']:.3f} at "
+        f"{dev['reference_think_tokens']:.1f} think tokens, Tina {dev['tina_exact_match']:.3f} at "
+        f"{dev['tina_think_tokens']:.1f} ({100 * ratio:.0f}%), gap {gap:+.1f} points\n"
+    )
+
+
 def run_recipe(config: RecipeConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every step (see module docstring); returns the result summary."""
     out = Path(config.output_dir)
@@ -388,9 +401,10 @@ def run_recipe(config: RecipeConfig, log: Callable[[str], None] = print) -> dict
     figures = calibrate_on_records(engine, splits["dev"], calibration_path)
     log(f"[recipe] calibration: {json.dumps({k: round(v, 4) for k, v in figures.items()})}")
     engine.calibration = load_calibration(calibration_path)
+    dev_items = _items(splits["dev"], "dev")
     threshold, tried = fit_exit_threshold(
         engine,
-        _items(splits["dev"], "dev"),
+        dev_items,
         [None, *config.exit_thresholds],
         policy.lam,
         config.batch_size,
@@ -437,6 +451,17 @@ def run_recipe(config: RecipeConfig, log: Callable[[str], None] = print) -> dict
         "empty_answers": float(sum(1 for r in auto_items if not str(r["prediction"]).strip())),
     }
     table, summary = result_table(reference, result.rows, adherence)
+    dev_rows, _ = decode_items(reference_engine, dev_items, config.free_budget, config.batch_size)
+    served = next(r for r in tried if r["threshold"] == threshold)
+    summary["dev"] = {
+        "n": len(dev_rows),
+        "reference_exact_match": sum(r["correct"] for r in dev_rows) / len(dev_rows),
+        "reference_think_tokens": sum(r["think_tokens"] for r in dev_rows) / len(dev_rows),
+        "tina_exact_match": served["exact_match"],
+        "tina_think_tokens": served["avg_think_tokens"],
+        "exit_threshold": threshold,
+    }
+    table += dev_line(summary["dev"])
     step("evaluation")
     from tina.plots import plot_sweep
 
