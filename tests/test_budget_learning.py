@@ -160,7 +160,7 @@ def test_recipe_config_errors_are_named(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text(
         "n_tests: 3\nn_train: 0\nsearch: {grids: [1]}\nsuite: {divide: [1]}\n"
-        "exit_thresholds: [0.5, 2]\n"
+        "exit_thresholds: [0.5, 2]\npolicy_exit_threshold: yes\n"
     )
     with pytest.raises(TrainConfigError) as info:
         load_recipe_config(path)
@@ -171,6 +171,7 @@ def test_recipe_config_errors_are_named(tmp_path):
         "search.grids: unknown key",
         "suite.divide: unknown task",
         "exit_thresholds: expected a list of numbers in [0, 1]",
+        "policy_exit_threshold: expected a number in [0, 1] or null",
     ):
         assert expected in message
 

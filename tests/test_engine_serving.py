@@ -265,6 +265,11 @@ def test_exit_check_thinks_on_while_the_heads_read_not_ready():
     assert auto.telemetry.exit_checks == sum(ends[2] <= e < soft_cap for e in ends)
     assert auto.think_text == free.think_text[: len(auto.think_text)]  # the same thinking, longer
     assert auto.answer and not auto.telemetry.leaked
-    # a fixed budget is exact: the check never applies to it
+    # a fixed budget is exact: the check never applies to it, unless the request asks for it
     assert fixed.telemetry.think_tokens == ends[2] and fixed.telemetry.exit_checks == 0
+    calibration = Calibration(budget_min=ends[2], budget_max=ends[2])
+    calibration.exit_threshold = 0.6
+    engine = Engine(model, tokenizer, intro, EngineConfig(), calibration)
+    (asked,) = engine.generate([Request(prompt, budget=ends[2], exit_check=True)])
+    assert asked.completion == auto.completion
     intro.detach()

@@ -16,10 +16,10 @@ What it does:
 - `train_budget_policy(engine, items, config)`: each iteration samples `samples_per_item`
   budgets for each of a batch of items, serves each through the engine at its sampled budget
   (the serving rule: thinking closes at the step end nearest the budget, at the soft cap at
-  the latest), scores the answers
-  (`tina.sweep.score_item`), and takes one optimizer step on the budget head's output layer and
-  the policy's log std, with the leave-one-out baseline (the batch mean with one sample per
-  item).
+  the latest, and the engine's exit check runs there as it does at the heads' budget when
+  its calibration sets a threshold), scores the answers (`tina.sweep.score_item`), and takes
+  one optimizer step on the budget head's output layer and the policy's log std, with the
+  leave-one-out baseline (the batch mean with one sample per item).
 
 The reference is the model with adapters off thinking freely: the items given to the policy are
 those the reference answers correctly (the recipe filters them with the minimal-budget search),
@@ -155,7 +155,7 @@ def train_budget_policy(
         budgets = [min(cap, max(0, round(math.expm1(float(s))))) for s in sample]
         results = engine.generate(
             [
-                Request(prompts[i], rendered=True, budget=b, visible_cot=False)
+                Request(prompts[i], rendered=True, budget=b, visible_cot=False, exit_check=True)
                 for i, b in zip(chosen, budgets, strict=True)
             ]
         )

@@ -108,6 +108,9 @@ class Request:
     seed: int | None = None  #: sampling seed (per request)
     visible_cot: bool | None = None  #: show the thinking for this request
     max_tokens: int | None = None  #: most think + answer tokens in all, tags excluded (step 2)
+    #: run the exit check (step 2) at this request's budget; None: only at the heads' budget
+    #: (a fixed budget is exact), True also at a fixed one (the budget policy's samples)
+    exit_check: bool | None = None
 
 
 @dataclass
@@ -360,7 +363,7 @@ class Engine:
             token_limit=request.max_tokens,
         )
         row.check_exit = (
-            request.budget is None
+            (request.budget is None if request.exit_check is None else request.exit_check)
             and heads is not None
             and budget > 0
             and self._exit_threshold() is not None

@@ -15,7 +15,8 @@ calibration → the token-efficiency result, from one config file and one comman
    budget, confidence target = correctness, think CE on the model's own successful thinks);
 5. **budget policy** (`tina.budget_policy`): REINFORCE of the budget head on the items the
    reference (adapters off, thinking freely) solves, reward = correct − λ · think tokens,
-   several budgets per item against a leave-one-out baseline;
+   several budgets per item against a leave-one-out baseline, with the exit check on
+   (`policy_exit_threshold`) as it will serve;
 6. **pruning** of dead side adapters (`tina.pruning`; with the shipped recipe, which trains the
    heads only, every adapter is still at its identity start and goes), then **calibration**
    (`tina.calibrate`) on the dev split, written beside the final parts in
@@ -48,6 +49,7 @@ import yaml
 
 from tina.budget_policy import BudgetPolicyConfig, train_budget_policy
 from tina.budget_search import BudgetSearchConfig, budget_records, minimal_budgets
+from tina.calibration import Calibration
 from tina.contract import write_contract_jsonl
 from tina.engine import Engine, EngineConfig
 from tina.introspection import load_introspection, save_introspection
@@ -89,7 +91,10 @@ class RecipeConfig:
     batch_size: int = 64  #: engine batch for search and evaluation
     prune_gates_below: float = 1e-6  #: before saving, drop side adapters scoring below (dead)
     #: exit-check thresholds tried on the dev split (no check is always a candidate)
-    exit_thresholds: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7])
+    exit_thresholds: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.5, 0.7, 0.9])
+    #: the exit check's threshold while the budget policy learns (None: no check), so that it
+    #: learns budgets under the serving rule (the served threshold is fitted afterwards)
+    policy_exit_threshold: float | None = 0.5
     ship_to: str | None = None  #: copy `final/` here at the end (`--ship`: the embedded dir)
 
 
@@ -110,6 +115,16 @@ def load_recipe_config(path: str | Path) -> RecipeConfig:
     ):
         problems.append(
             f"{path}: exit_thresholds: expected a list of numbers in [0, 1], got {thresholds!r}"
+        )
+    policy_threshold = raw.get("policy_exit_threshold")
+    if policy_threshold is not None and not (
+        isinstance(policy_threshold, int | float)
+        and not isinstance(policy_threshold, bool)
+        and 0 <= policy_threshold <= 1
+    ):
+        problems.append(
+            f"{path}: policy_exit_threshold: expected a number in [0, 1] or null, "
+            f"got {policy_threshold!r}"
         )
     for key, cls in (("search", BudgetSearchConfig), ("policy", BudgetPolicyConfig)):
         names = {f.name for f in fields(cls)}
@@ -367,6 +382,8 @@ def run_recipe(config: RecipeConfig, log: Callable[[str], None] = print) -> dict
     intro = load_introspection(model, ckpt_c)
     intro.eval()
     engine = Engine(model, tokenizer, intro, EngineConfig(budget_cap=config.free_budget))
+    if config.policy_exit_threshold is not None:  # the policy learns under the serving rule
+        engine.calibration = Calibration(exit_threshold=config.policy_exit_threshold)
     policy_items = [it for it, f in zip(search_items, found, strict=True) if f.free_correct]
     policy = BudgetPolicyConfig(
         **{"batch_size": config.batch_size, "seed": config.seed, **config.policy}
