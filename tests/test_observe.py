@@ -37,6 +37,7 @@ HEADS_KEYS = {
     "confidence_before",
     "confidence_after",
     "extended",
+    "exit_checks",
 }
 
 REDACTED = [
