@@ -12,8 +12,9 @@ on-policy training). A batch of requests runs on ONE KV cache:
    `budget · (1 + slack)`. Thinking closes at the step end (`tina.tags.ends_step`) nearest
    the budget (`closes_at_step_end`: the budget is spent, or less than half a mean step of it
    is left); reaching the soft cap forces `</think>` anyway. With the calibration's
-   `exit_threshold` (the exit check; heads' budgets only, never a fixed one), the heads first
-   read that step end and thinking goes on to the next step end while their raw confidence
+   `exit_threshold` (the exit check: at the heads' budget, and at a fixed one only when its
+   request asks, `Request.exit_check`: a fixed budget is exact), the heads first read that
+   step end and thinking goes on to the next step end while their raw confidence
    there is below the threshold: a think cut right after a "check" step can garble the answer
    where the next step end would not.
    A request's `max_tokens` bounds think + answer tokens together: the soft cap is at most
@@ -266,7 +267,7 @@ class Engine:
                 for i, (t, m) in enumerate(zip(step_ids, step_mask, strict=True))
                 if m and t == think_close
             ]
-            at_cap = [i for i, r in enumerate(rows) if r.pending_assess or r.pending_exit]
+            reading = [i for i, r in enumerate(rows) if r.pending_assess or r.pending_exit]
             with record_taps() as taps:
                 logits = self._forward(
                     torch.tensor(step_ids, device=self.device)[:, None],
@@ -278,8 +279,8 @@ class Engine:
                     else None,
                 )
             self._collect_gates(rows, think_flags)
-            if (closing or at_cap) and self.introspection is not None:
-                self._assess(rows, closing, at_cap, taps)
+            if (closing or reading) and self.introspection is not None:
+                self._assess(rows, closing, reading, taps)
             next_pos = next_pos + 1
 
         latency = time.perf_counter() - started
@@ -505,7 +506,11 @@ class Engine:
                 row.gate_count += n[i]
 
     def _assess(
-        self, rows: list[_Row], closing: list[int], at_cap: list[int], taps: dict[int, torch.Tensor]
+        self,
+        rows: list[_Row],
+        closing: list[int],
+        reading: list[int],
+        taps: dict[int, torch.Tensor],
     ) -> None:
         """The heads read the position just fed: confidence after thinking for rows that fed
         `</think>`; the exit check for rows at a closing step end (close when the raw
@@ -517,7 +522,7 @@ class Engine:
         for i in closing:
             rows[i].confidence_after = float(confidence[i])
         cfg = self.config
-        for i in at_cap:
+        for i in reading:
             row = rows[i]
             if row.pending_exit:
                 row.pending_exit = False
