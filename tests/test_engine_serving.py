@@ -261,7 +261,10 @@ def test_exit_check_thinks_on_while_the_heads_read_not_ready():
     auto, fixed = run(0.6)  # never ready: every step end up to the soft cap is checked
     soft_cap = math.floor(ends[2] * 1.5)
     assert auto.telemetry.soft_cap == soft_cap
-    assert auto.telemetry.think_tokens == min(soft_cap, len(think_ids))
+    # and, judged not ready, it is not cut inside a step at the soft cap: it ends the step
+    past = [e for e in ends if e >= soft_cap]
+    assert past and past[0] < 2 * ends[2], free.think_text  # the step ends before 2 x budget
+    assert auto.telemetry.think_tokens == past[0] > soft_cap
     assert auto.telemetry.exit_checks == sum(ends[2] <= e < soft_cap for e in ends)
     assert auto.think_text == free.think_text[: len(auto.think_text)]  # the same thinking, longer
     assert auto.answer and not auto.telemetry.leaked

@@ -16,7 +16,9 @@ on-policy training). A batch of requests runs on ONE KV cache:
    request asks, `Request.exit_check`: a fixed budget is exact), the heads first read that
    step end and thinking goes on to the next step end while their raw confidence
    there is below the threshold: a think cut right after a "check" step can garble the answer
-   where the next step end would not.
+   where the next step end would not. A row the check judged not ready is not cut inside a
+   step at the soft cap either: it ends that step first, by `budget · (1 + 2 · slack)` at
+   the latest.
    A request's `max_tokens` bounds think + answer tokens together: the soft cap is at most
    `max_tokens − 1` (one token is left for the answer) and, at `</think>`, the answer cap
    shrinks to what thinking left.
@@ -191,6 +193,7 @@ class _Row:
     check_exit: bool = False  #: the exit check applies to this row (heads' budget, threshold set)
     pending_exit: bool = False  #: at a closing step end, waiting for the exit check
     exit_checks: int = 0  #: exit checks run so far
+    step_cap: int = 0  #: past the soft cap, a row the check judged not ready ends its step here
     confidence_after: float | None = None
     think_limit: int | None = None  #: most think tokens `max_tokens` allows (one left to answer)
     token_limit: int | None = None  #: the request's `max_tokens`
@@ -363,6 +366,9 @@ class Engine:
             think_limit=think_limit,
             token_limit=request.max_tokens,
         )
+        row.step_cap = math.floor(budget * (1 + 2 * slack))
+        if think_limit is not None:
+            row.step_cap = min(row.step_cap, think_limit)
         row.check_exit = (
             (request.budget is None if request.exit_check is None else request.exit_check)
             and heads is not None
@@ -437,7 +443,10 @@ class Engine:
             step_end = self._ends_step(token)
             row.steps += step_end
             if not row.forced and not row.pending_assess and not row.pending_exit:
-                if len(row.think_ids) >= row.soft_cap:
+                used = len(row.think_ids)
+                if used >= row.soft_cap and not (
+                    row.exit_checks and not step_end and used < row.step_cap
+                ):
                     self._at_soft_cap(row)
                 elif step_end and closes_at_step_end(len(row.think_ids), row.steps, row.budget):
                     if row.check_exit:
