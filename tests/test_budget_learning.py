@@ -240,7 +240,7 @@ def test_exit_threshold_is_the_one_with_the_best_reward(items):
 
         def generate(self, requests):
             threshold = self.calibration.exit_threshold
-            think = {None: 40, 0.5: 50, 0.9: 400}[threshold]
+            think = {None: 40, 0.5: 50, 0.7: 60, 0.9: 400}[threshold]
             out = []
             for k, r in enumerate(requests):
                 gold = next(it.gold for it in items if it.prompt == r.prompt)
@@ -259,5 +259,11 @@ def test_exit_threshold_is_the_one_with_the_best_reward(items):
     assert rows[1]["reward"] == pytest.approx(1 - 0.003 * 50)
     assert rows[2]["exit_checks"] == 2
     assert engine.calibration is original and original.exit_threshold is None
+    # rewards within one item's answer (1 / 5 here) of the best are a tie: the highest
+    # threshold wins it (0.7 thinks 10 tokens more than 0.5 for the same answers)
+    best, rows = fit_exit_threshold(engine, items, [None, 0.5, 0.7], lam=0.003)  # type: ignore[arg-type]
+    assert rows[2]["reward"] == pytest.approx(rows[1]["reward"] - 0.03)
+    assert best == 0.7
+    assert fit_exit_threshold(engine, items, [None, 0.5, 0.7], 0.003, tolerance=0.0)[0] == 0.5  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         fit_exit_threshold(engine, items, [1.5], lam=0.003)  # type: ignore[arg-type]

@@ -8,10 +8,12 @@ trainer's `exit_bce`, records' `correct_after`).
 
 What it does: `fit_exit_threshold(engine, items, thresholds, lam)` decodes the items at the
 heads' budget (`auto`) under the engine's calibration once per candidate threshold (None: no
-check), scores them, and picks the candidate with the best mean reward — the budget policy's
-`budget_reward` (correct − λ · think tokens, no over-budget term: a later step end is the
-point of the check) — so the check costs tokens only where they buy answers at the policy's
-own exchange rate. Ties go to the earlier candidate (list None first to prefer no check).
+check), scores them, and picks by mean reward — the budget policy's `budget_reward` (correct − λ ·
+think tokens, no over-budget term: a later step end is the point of the check) — so the check
+costs tokens only where they buy answers at the policy's own exchange rate. Candidates within
+`tolerance` of the best reward (default: one item's answer, 1 / n) are a tie: the check moves
+only the few items whose chosen exit it judges, so rewards that close are noise, and the tie
+goes to the highest threshold (the fewest exits judged ready wrongly; no check counts lowest).
 
 What it does not do: train the heads, or write the calibration file (the caller sets
 `exit_threshold` and saves it).
@@ -35,6 +37,7 @@ def fit_exit_threshold(
     thresholds: Sequence[float | None],
     lam: float,
     batch_size: int = 64,
+    tolerance: float | None = None,
 ) -> tuple[float | None, list[dict[str, Any]]]:
     """The best threshold of `thresholds` on `items` (see module docstring) and one row per
     candidate: threshold, exact_match, avg_think_tokens, reward, exit_checks (mean per item).
@@ -67,5 +70,7 @@ def fit_exit_threshold(
             )
     finally:
         engine.calibration = original
-    best = max(range(len(rows)), key=lambda k: (rows[k]["reward"], -k))
-    return rows[best]["threshold"], rows
+    margin = 1.0 / len(items) if tolerance is None else tolerance
+    top = max(r["reward"] for r in rows)
+    tied = [r["threshold"] for r in rows if r["reward"] >= top - margin - 1e-12]
+    return max(tied, key=lambda t: -1.0 if t is None else t), rows
