@@ -537,7 +537,7 @@ class Engine:
                 row.pending_exit = False
                 row.exit_checks += 1
                 threshold = self._exit_threshold()
-                if threshold is None or float(out.confidence[i]) >= threshold:
+                if threshold is None or float(out.readiness()[i]) >= threshold:
                     row.forced = [self.ids[THINK_CLOSE]]
                     row.forced_think_close = True
                 continue

@@ -9,7 +9,9 @@ prompt token (`last`), and predict, in float32 whatever the base dtype:
   1 `compute` (step-by-step calculation), 2 `trace` (simulate a program), 3 `search` (propose and
   check);
 - `budget` (B,) think tokens in [0, B_max] (`B_max · sigmoid(·)`);
-- `confidence_logit` (B,) and `confidence` = sigmoid (B,), the chance the answer will be right.
+- `confidence_logit` (B,) and `confidence` = sigmoid (B,), the chance the answer will be right;
+- with `exit_head`, `exit_logit` (B,): read at a think's step end, the chance that an answer
+  given right there is right (the engine's exit check; without it the check reads confidence).
 
 Two layouts: one shared trunk over the concatenation of the tapped layers' pooled states, or
 `per_layer`: one trunk per tap (the "experts"), mixed by a small attention aggregator (a learned
@@ -55,6 +57,9 @@ class HeadsConfig:
     strategy_classes: int = 0  #: size of the optional strategy head (0 = off)
     cog_ops: int = 0  #: size of the optional multi-label cognitive-ops head (0 = off)
     constraint_dim: int = 0  #: size of the optional constraint-vector head (0 = off)
+    #: a readiness output of its own for the engine's exit check (read at step ends); off: the
+    #: exit check reads the confidence output, which then learns both positions
+    exit_head: bool = False
 
     def __post_init__(self) -> None:
         if self.pooling not in ("mean", "last"):
@@ -135,6 +140,12 @@ class MetacogOutput:
     per_layer: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  #: per tap
     mix_weights: torch.Tensor | None = None  #: (B, n_taps) aggregator attention
     extensions: dict[str, torch.Tensor] = field(default_factory=dict)  #: optional heads
+    exit_logit: torch.Tensor | None = None  #: (B,) readiness to stop thinking (`exit_head`)
+
+    def readiness(self) -> torch.Tensor:
+        """(B,) the chance that an answer given at the position read is right: the exit
+        output's when the heads have one, else the confidence."""
+        return self.confidence if self.exit_logit is None else torch.sigmoid(self.exit_logit)
 
 
 class _Outputs(nn.Module):
@@ -146,6 +157,7 @@ class _Outputs(nn.Module):
         self.plan = nn.Linear(config.hidden, len(PLAN_CLASSES))
         self.budget = nn.Linear(config.hidden, 1)
         self.confidence = nn.Linear(config.hidden, 1)
+        self.exit = nn.Linear(config.hidden, 1) if config.exit_head else None
         self.extensions = nn.ModuleDict()
         if config.strategy_classes:
             self.extensions["strategy_logits"] = nn.Linear(config.hidden, config.strategy_classes)
@@ -162,6 +174,8 @@ class _Outputs(nn.Module):
             "confidence_logit": conf_logit,
             "confidence": torch.sigmoid(conf_logit),
         }
+        if self.exit is not None:
+            out["exit_logit"] = self.exit(feature).squeeze(-1)
         for name, layer in self.extensions.items():
             out[name] = layer(feature)
         return out
@@ -217,11 +231,12 @@ class MetacogHeads(nn.Module):
 
 
 def _to_output(out: dict[str, torch.Tensor]) -> MetacogOutput:
-    core = {"plan_logits", "budget", "confidence_logit", "confidence"}
+    core = {"plan_logits", "budget", "confidence_logit", "confidence", "exit_logit"}
     return MetacogOutput(
         plan_logits=out["plan_logits"],
         budget=out["budget"],
         confidence_logit=out["confidence_logit"],
         confidence=out["confidence"],
         extensions={k: v for k, v in out.items() if k not in core},
+        exit_logit=out.get("exit_logit"),
     )
