@@ -231,6 +231,8 @@ def test_thinking_ends_at_the_step_end_nearest_the_budget(embedded):
 
 
 def test_exit_check_thinks_on_while_the_heads_read_not_ready():
+    from tina.introspection import IntrospectionConfig, remove_introspection
+    from tina.metacog_heads import HeadsConfig
     from tina.models import load_model
 
     model, tokenizer = load_model(device="cpu")
@@ -275,4 +277,17 @@ def test_exit_check_thinks_on_while_the_heads_read_not_ready():
     engine = Engine(model, tokenizer, intro, EngineConfig(), calibration)
     (asked,) = engine.generate([Request(prompt, budget=ends[2], exit_check=True)])
     assert asked.completion == auto.completion
-    intro.detach()
+    remove_introspection(model)
+    # with an exit output of its own (`exit_head`), the check reads it, not the confidence
+    intro = attach_introspection(model, IntrospectionConfig(heads=HeadsConfig(exit_head=True)))
+    heads = intro.heads.outputs
+    with torch.no_grad():
+        heads.plan.weight.zero_()
+        heads.plan.bias.copy_(torch.tensor([-9.0, 9.0, -9.0, -9.0]))
+        heads.confidence.weight.zero_()
+        heads.confidence.bias.fill_(-9.0)  # the confidence says "not ready" ...
+        heads.exit.weight.zero_()
+        heads.exit.bias.fill_(9.0)  # ... the exit output says "ready"
+    (ready, _) = run(0.6)
+    assert ready.telemetry.think_tokens == ends[2] and ready.telemetry.exit_checks == 1
+    remove_introspection(model)

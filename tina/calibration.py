@@ -53,7 +53,7 @@ class Calibration:
     #: a monotone piecewise-linear map applied last: knots {"x": [...], "y": [...]} in [0, 1]
     confidence_map: dict[str, list[float]] = field(default_factory=dict)
     #: readiness to stop thinking: at a step end where the heads' budget would close thinking,
-    #: the engine reads the heads' raw confidence there and thinks on to the next step end
+    #: the engine reads the heads' readiness there and thinks on to the next step end
     #: while it is below this (None: no check; `tina.exit_check` fits it)
     exit_threshold: float | None = None
 

@@ -14,8 +14,9 @@ on-policy training). A batch of requests runs on ONE KV cache:
    is left); reaching the soft cap forces `</think>` anyway. With the calibration's
    `exit_threshold` (the exit check: at the heads' budget, and at a fixed one only when its
    request asks, `Request.exit_check`: a fixed budget is exact), the heads first read that
-   step end and thinking goes on to the next step end while their raw confidence
-   there is below the threshold: a think cut right after a "check" step can garble the answer
+   step end and thinking goes on to the next step end while their readiness there
+   (`MetacogOutput.readiness`: the exit output, else the raw confidence) is below the
+   threshold: a think cut right after a "check" step can garble the answer
    where the next step end would not. A row the check judged not ready is not cut inside a
    step at the soft cap either: it ends that step first, by `budget · (1 + 2 · slack)` at
    the latest.
@@ -522,8 +523,8 @@ class Engine:
         taps: dict[int, torch.Tensor],
     ) -> None:
         """The heads read the position just fed: confidence after thinking for rows that fed
-        `</think>`; the exit check for rows at a closing step end (close when the raw
-        confidence is at the threshold, else think on); for rows at their soft cap, one
+        `</think>`; the exit check for rows at a closing step end (close when the
+        readiness is at the threshold, else think on); for rows at their soft cap, one
         extension if confidence is low."""
         mask = torch.ones(len(rows), 1, dtype=torch.long, device=self.device)
         out = self.introspection.heads(taps, mask)

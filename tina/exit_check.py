@@ -1,10 +1,10 @@
 """The exit check's threshold: how ready the heads must read a step end before thinking closes.
 
-The engine's exit check (`tina.engine`, step 2) reads the heads' raw confidence at the step end
-where the heads' budget would close thinking and thinks on to the next step end while it is
-below the calibration's `exit_threshold`. The confidence read there learns, in training, the
-correctness of answers given right after each think the minimal-budget search decoded (the
-trainer's `exit_bce`, records' `correct_after`).
+The engine's exit check (`tina.engine`, step 2) reads the heads' readiness (their exit output,
+else the raw confidence) at the step end where the heads' budget would close thinking and
+thinks on to the next step end while it is below the calibration's `exit_threshold`. The
+readiness learns, in training, the correctness of answers given right after thinks the
+minimal-budget search decoded (the trainer's `exit_bce`, records' `correct_after`).
 
 What it does: `fit_exit_threshold(engine, items, thresholds, lam)` decodes the items at the
 heads' budget (`auto`) under the engine's calibration once per candidate threshold (None: no
