@@ -314,9 +314,12 @@ def export_calibration_from_eval(
     n_bins: int = 10,
     fitted_on: Mapping[str, Any] | None = None,
     confidence_map: bool = True,
+    exit_threshold: float | None = None,
 ) -> CalibrationFit:
     """Fit temperature, plan thresholds and budget clip (module docstring) and save the
-    calibration JSON the engine reads at `out_path`; returns it with before/after metrics."""
+    calibration JSON the engine reads at `out_path`, carrying `exit_threshold` (the exit check
+    the data was decoded under; not fitted here: `tina.exit_check`); returns it with
+    before/after metrics."""
     temperature, bias = fit_confidence(conf_logits, conf_labels)
     thresholds = fit_plan_thresholds(plan_logits, plan_labels)
     clip = fit_budget_clip(gold_budgets)
@@ -329,6 +332,7 @@ def export_calibration_from_eval(
         confidence_map=fit_confidence_map(calibrated(conf_logits, temperature, bias), conf_labels)
         if confidence_map
         else {},
+        exit_threshold=exit_threshold,
     )
     before = _confidence_metrics(conf_logits, conf_labels, Calibration(), n_bins)
     after = _confidence_metrics(conf_logits, conf_labels, calibration, n_bins)
@@ -451,12 +455,19 @@ def run_calibration(
     At `auto`, the plan and budget depend on the thresholds and clip being fitted, and so does
     correctness. Two passes then: the raw heads give plan and budget data, thresholds and clip
     are fitted on it, and a second pass under them gives the confidences and correctness the
-    temperature is fitted on, as they will be served."""
+    temperature is fitted on, as they will be served. Both passes run under the exit check
+    `engine` serves with (its calibration's `exit_threshold`), which the written file keeps."""
+    exit_threshold = None if engine.calibration is None else engine.calibration.exit_threshold
     passes = 2 if budget == AUTO else 1
     bar, task = progress_bar(progress, passes * len(items), f"calibration eval (budget {budget})")
     with bar:
         data = gather_calibration_eval(
-            engine, items, budget, batch_size, lambda n: bar.advance(task, n)
+            engine,
+            items,
+            budget,
+            batch_size,
+            lambda n: bar.advance(task, n),
+            Calibration(exit_threshold=exit_threshold),
         )
         served_pass = False
         if budget == AUTO:
@@ -465,6 +476,7 @@ def run_calibration(
                 plan_thresholds=fit_plan_thresholds(data.plan_logits, data.plan_labels),
                 budget_min=None if clip is None else clip[0],
                 budget_max=None if clip is None else clip[1],
+                exit_threshold=exit_threshold,
             )
             if policy.plan_thresholds or clip is not None:
                 served = gather_calibration_eval(
@@ -489,6 +501,7 @@ def run_calibration(
             "confidence_under_fitted_plan_and_clip": served_pass,
             "avg_think_tokens": mean(float(t) for t in data.think_tokens),
         },
+        exit_threshold=exit_threshold,
     )
 
 

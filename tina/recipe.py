@@ -21,7 +21,8 @@ calibration → the token-efficiency result, from one config file and one comman
    heads only, every adapter is still at its identity start and goes), then **calibration**
    (`tina.calibrate`) on the dev split, written beside the final parts in
    `final/` (introspection parts + `metacog_calibration.json`), and the **exit check**'s
-   threshold (`tina.exit_check`), fitted on the dev split too and written into that file;
+   threshold (`tina.exit_check`), fitted on the dev split too; the confidence is then fitted
+   again under it (the check changes a few answers) and the file keeps it;
 7. **the result** (`tina.sweep`) on the test items: the reference thinking freely, Tina at
    fixed budgets (the curve) and at its own budget (`auto`): `artifacts/budget_result.md`
    (+ `.json`), the sweep CSVs and the plots.
@@ -432,7 +433,11 @@ def run_recipe(config: RecipeConfig, log: Callable[[str], None] = print) -> dict
             f"think {row['avg_think_tokens']:.1f}, reward {row['reward']:.4f}, "
             f"checks {row['exit_checks']:.2f} (dev)"
         )
+    # the confidence again, now on the answers the check serves (it changes a few of them)
     engine.calibration.exit_threshold = threshold
+    figures = calibrate_on_records(engine, splits["dev"], calibration_path)
+    log(f"[recipe] calibration: {json.dumps({k: round(v, 4) for k, v in figures.items()})}")
+    engine.calibration = load_calibration(calibration_path)
     engine.calibration.fitted_on["exit_check"] = tried
     save_calibration(engine.calibration, calibration_path)
     log(f"[recipe] exit threshold: {threshold}")
