@@ -214,6 +214,11 @@ def test_auto_calibration_fits_the_temperature_under_the_fitted_clip(tiny_fresh,
     assert fit.calibration.budget_max == max(it.target_budget for it in items)
     assert fit.calibration.fitted_on["confidence_under_fitted_plan_and_clip"] is True
     assert fit.calibration.fitted_on["avg_think_tokens"] <= fit.calibration.budget_max * 1.15
+    assert fit.calibration.exit_threshold is None
+    # under an exit check the engine serves with, both passes run with it and the file keeps it
+    engine.calibration = Calibration(exit_threshold=0.4)
+    fit = run_calibration(engine, items, tmp_path / "c2.json", budget=AUTO)
+    assert load_calibration(tmp_path / "c2.json").exit_threshold == 0.4
 
 
 def test_gathering_without_heads_is_an_error(tiny_random_model):
