@@ -286,8 +286,8 @@ def test_exit_check_thinks_on_while_the_heads_read_not_ready():
         heads.plan.bias.copy_(torch.tensor([-9.0, 9.0, -9.0, -9.0]))
         heads.confidence.weight.zero_()
         heads.confidence.bias.fill_(-9.0)  # the confidence says "not ready" ...
-        heads.exit.weight.zero_()
-        heads.exit.bias.fill_(9.0)  # ... the exit output says "ready"
+        intro.heads.exit.weight.zero_()
+        intro.heads.exit.bias.fill_(9.0)  # ... the exit output says "ready"
     (ready, _) = run(0.6)
     assert ready.telemetry.think_tokens == ends[2] and ready.telemetry.exit_checks == 1
     remove_introspection(model)

@@ -11,7 +11,8 @@ prompt token (`last`), and predict, in float32 whatever the base dtype:
 - `budget` (B,) think tokens in [0, B_max] (`B_max · sigmoid(·)`);
 - `confidence_logit` (B,) and `confidence` = sigmoid (B,), the chance the answer will be right;
 - with `exit_head`, `exit_logit` (B,): read at a think's step end, the chance that an answer
-  given right there is right (the engine's exit check; without it the check reads confidence).
+  given right there is right (the engine's exit check; without it the check reads confidence),
+  from a trunk of its own so that its training leaves the other outputs' features alone.
 
 Two layouts: one shared trunk over the concatenation of the tapped layers' pooled states, or
 `per_layer`: one trunk per tap (the "experts"), mixed by a small attention aggregator (a learned
@@ -157,7 +158,6 @@ class _Outputs(nn.Module):
         self.plan = nn.Linear(config.hidden, len(PLAN_CLASSES))
         self.budget = nn.Linear(config.hidden, 1)
         self.confidence = nn.Linear(config.hidden, 1)
-        self.exit = nn.Linear(config.hidden, 1) if config.exit_head else None
         self.extensions = nn.ModuleDict()
         if config.strategy_classes:
             self.extensions["strategy_logits"] = nn.Linear(config.hidden, config.strategy_classes)
@@ -174,8 +174,6 @@ class _Outputs(nn.Module):
             "confidence_logit": conf_logit,
             "confidence": torch.sigmoid(conf_logit),
         }
-        if self.exit is not None:
-            out["exit_logit"] = self.exit(feature).squeeze(-1)
         for name, layer in self.extensions.items():
             out[name] = layer(feature)
         return out
@@ -202,6 +200,10 @@ class MetacogHeads(nn.Module):
         else:
             self.trunks = nn.ModuleList([_trunk(hidden_size * n, config.hidden)])
         self.outputs = _Outputs(config)
+        # the exit output has a trunk of its own: its training (at step ends) would otherwise
+        # move the features the prompt's confidence reads
+        self.exit_trunk = _trunk(hidden_size * n, config.hidden) if config.exit_head else None
+        self.exit = nn.Linear(config.hidden, 1) if config.exit_head else None
         self.float()
 
     def forward(self, taps: dict[int, torch.Tensor], pool_mask: torch.Tensor) -> MetacogOutput:
@@ -213,9 +215,13 @@ class MetacogHeads(nn.Module):
         pooled = [
             pool(taps[i], pool_mask, self.config.pooling) for i in self.layer_indices
         ]  # n × (B, D)
+        exit_logit = None
+        if self.exit_trunk is not None and self.exit is not None:
+            exit_logit = self.exit(self.exit_trunk(torch.cat(pooled, dim=-1))).squeeze(-1)
         if not self.config.per_layer:
-            out = self.outputs(self.trunks[0](torch.cat(pooled, dim=-1)))
-            return _to_output(out)
+            result = _to_output(self.outputs(self.trunks[0](torch.cat(pooled, dim=-1))))
+            result.exit_logit = exit_logit
+            return result
         features = torch.stack(
             [t(p) for t, p in zip(self.trunks, pooled, strict=True)], dim=1
         )  # (B, n, H)
@@ -223,6 +229,7 @@ class MetacogHeads(nn.Module):
         weights = torch.softmax(scores, dim=-1)
         mixed = (weights.unsqueeze(-1) * features).sum(dim=1)  # (B, H)
         result = _to_output(self.outputs(mixed))
+        result.exit_logit = exit_logit
         result.mix_weights = weights
         result.per_layer = {
             layer: self.outputs(features[:, k]) for k, layer in enumerate(self.layer_indices)
@@ -238,5 +245,4 @@ def _to_output(out: dict[str, torch.Tensor]) -> MetacogOutput:
         confidence_logit=out["confidence_logit"],
         confidence=out["confidence"],
         extensions={k: v for k, v in out.items() if k not in core},
-        exit_logit=out.get("exit_logit"),
     )
