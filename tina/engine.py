@@ -532,13 +532,14 @@ class Engine:
         for i in closing:
             rows[i].confidence_after = float(confidence[i])
         cfg = self.config
+        threshold = self._exit_threshold()
+        readiness = out.readiness().tolist() if any(rows[i].pending_exit for i in reading) else []
         for i in reading:
             row = rows[i]
             if row.pending_exit:
                 row.pending_exit = False
                 row.exit_checks += 1
-                threshold = self._exit_threshold()
-                if threshold is None or float(out.readiness()[i]) >= threshold:
+                if threshold is None or readiness[i] >= threshold:
                     row.forced = [self.ids[THINK_CLOSE]]
                     row.forced_think_close = True
                 continue
