@@ -367,19 +367,23 @@ def test_a_full_queue_is_429(engine):
     with live(gated, tiny) as server:
         gated.gate.clear()
         want = solo(engine, "Add 1 and 2").output
-        threads, results = _in_threads(lambda: ask(server.client(), "Add 1 and 2"), [(), ()])
-        wait_until(
-            lambda: server.batcher.running == 1 and server.batcher.waiting == 1,
-            "one request running and one waiting",
-        )
+
+        def call():
+            return ask(server.client(), "Add 1 and 2")
+
+        # One at a time: two sent together may both find the queue holding the other.
+        first_threads, first = _in_threads(call, [()])
+        wait_until(lambda: server.batcher.running == 1, "the first request to run")
+        second_threads, second = _in_threads(call, [()])
+        wait_until(lambda: server.batcher.waiting == 1, "the second request to queue")
         with pytest.raises(openai.RateLimitError) as info:
             ask(server.client(), "Add 3 and 4")
         assert info.value.body["code"] == "queue_full"
         assert info.value.response.headers["retry-after"] == "1"
         gated.gate.set()
-        for t in threads:
+        for t in first_threads + second_threads:
             t.join(timeout=60)
-        assert [r.choices[0].message.content for r in results] == [want, want]
+        assert [r.choices[0].message.content for r in first + second] == [want, want]
 
 
 def refuses_connections(url: str) -> bool:
