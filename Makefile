@@ -35,9 +35,10 @@ else
 endif
 
 # The think-less recipe on the embedded model (phases A→C, budget RL, calibration, result table
-# and plot under runs/budget_recipe/artifacts); SHIP=1 makes its result chat's default.
+# and plot under runs/budget_recipe/artifacts); SHIP=1 makes its result chat's default,
+# FROM=<stage> starts at a later stage (tina recipe --from).
 recipe: install
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/tina recipe --config configs/budget_recipe.yaml $(if $(SHIP),--ship,)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/tina recipe --config configs/budget_recipe.yaml $(if $(SHIP),--ship,) $(if $(FROM),--from $(FROM),)
 
 test: install-dev
 	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 $(VENV)/bin/python -m pytest

@@ -12,9 +12,10 @@ from tina.budget_policy import (
     leave_one_out_baseline,
     reinforce_loss,
 )
+from tina.budget_result import dev_line, result_table
 from tina.budget_search import BudgetSearchConfig, budget_records, minimal_budgets
 from tina.engine import Request, Result, Telemetry
-from tina.recipe import RecipeConfig, build_splits, dev_line, load_recipe_config, result_table
+from tina.recipe import RecipeConfig, build_splits, load_recipe_config
 from tina.sweep import AUTO, item_from_record
 from tina.tasks import generate_records
 from tina.trainer import TrainConfigError

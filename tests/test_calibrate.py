@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
@@ -295,3 +296,39 @@ def test_confidence_map_is_isotonic_and_fixes_a_shape_platt_cannot():
         apply_confidence(torch.logit(torch.tensor([0.6])), Calibration(confidence_map=knots))
     )
     assert middle < 0.45
+
+
+def test_confidence_map_gives_a_large_block_its_accuracy_and_keeps_the_order():
+    """Two blocks by construction: confidences 0.01–0.6 right one time in four, 0.6–0.99 right
+    nine times in ten (every group alike, so PAV pools each range whole). Every item maps to
+    its block's accuracy, the lower half of the large block included (knots at the blocks'
+    means would pull it towards the other block), and distinct confidences keep their order."""
+    from tina.calibrate import MAP_RISE, fit_confidence_map
+    from tina.calibration import Calibration, apply_confidence
+    from tina.metrics import auroc
+
+    low = [0.01 + 0.59 * i / 300 for i in range(300)]
+    high = [0.6 + 0.39 * (i + 1) / 700 for i in range(700)]
+    probs = low + high
+    labels = [float(i % 4 == 0) for i in range(300)] + [float(i % 10 != 0) for i in range(700)]
+    knots = fit_confidence_map(probs, labels)
+    assert len(knots["x"]) == 4  # two blocks, each from its lowest to its highest confidence
+    logits = torch.logit(torch.tensor(probs, dtype=torch.float64))
+    mapped = apply_confidence(logits, Calibration(confidence_map=knots)).tolist()
+    shrink = 1 / 301  # one pseudo-item pulls a block's value towards its mean confidence
+    assert all(abs(m - 0.25) <= MAP_RISE + shrink for m in mapped[:300])
+    assert all(abs(m - 0.9) <= MAP_RISE + shrink for m in mapped[300:])
+    assert ece(mapped, labels) < 0.01
+    assert all(b > a for a, b in itertools.pairwise(mapped))  # order kept
+    assert auroc(mapped, labels) == pytest.approx(auroc(probs, labels))
+
+
+def test_confidence_map_knots_that_meet_in_float32_give_a_number():
+    from tina.calibration import Calibration, apply_confidence
+
+    knots = {"x": [0.5, 0.5 + 1e-12, 0.9], "y": [0.2, 0.3, 0.8]}
+    logits = torch.tensor([0.0, 0.0, 1.0, -3.0])
+    mapped = apply_confidence(logits, Calibration(confidence_map=knots))
+    assert torch.isfinite(mapped).all()
+    assert 0.2 <= float(mapped[0]) <= 0.3 + 1e-6 and 0.31 < float(mapped[2]) < 0.8
+    assert float(mapped[3]) == pytest.approx(0.2)

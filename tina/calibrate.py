@@ -4,7 +4,8 @@ What it does:
 - `fit_confidence` (what the export uses): Platt scaling, the (T, bias) minimising the negative
   log-likelihood of `sigmoid(logit / T + bias)` against 0/1 correctness (nested golden-section
   searches; jointly convex), then `fit_confidence_map`: isotonic (PAV) knots over the Platt
-  confidences, for what a two-parameter map cannot fix (the file's `confidence_map`);
+  confidences, for what a two-parameter map cannot fix (the file's `confidence_map`; a block
+  of the fit spans its confidences, so the fitting data maps to its blocks' accuracies);
   `fit_temperature`: T alone (bias 0), golden-section search on
   log T within the schema's range [0.01, 100];
 - `fit_plan_thresholds`: per-class thresholds for `tina.calibration.apply_plan` (plan = argmax
@@ -240,35 +241,59 @@ def fit_budget_clip(gold_budgets: Sequence[float | None]) -> tuple[int, int] | N
     return math.floor(min(known)), math.ceil(max(known))
 
 
+MAP_RISE = 1e-3  #: how much the isotonic map rises across one block (keeps the ranking)
+
+
 def fit_confidence_map(
     probs: Sequence[float], labels: Sequence[float], n_groups: int = 20
 ) -> dict[str, list[float]]:
     """Isotonic recalibration knots for `tina.calibration.apply_confidence`'s map: the items
     sorted by confidence in `n_groups` equal-count groups, pooled adjacent violators (PAV)
-    merge groups until the accuracy never decreases, and each block gives a knot (its mean
-    confidence, its accuracy shrunk towards that mean by one pseudo-item). Between knots the
-    map is linear, so distinct confidences stay distinct (AUROC is kept up to ties)."""
+    merge groups until the accuracy never decreases, and each block's value is its accuracy
+    shrunk towards its mean confidence by one pseudo-item. A block spans its lowest to its
+    highest confidence with two knots, at its value less and plus `MAP_RISE` (a block whose
+    items share one confidence gets one knot): every item of the fitting data maps to its
+    block's value (to within `MAP_RISE`), while distinct confidences stay distinct and in order
+    (AUROC is kept up to ties). Between blocks the map is linear.
+
+    Knots at the blocks' mean confidences instead would map a large block's lower half below
+    its value: on the 552 calibration items of the budget recipe that left an ECE of 0.051 on
+    the very data it was fitted on, an under-confidence the held-out items showed (0.064)."""
     if len(probs) != len(labels):
         raise ValueError(f"{len(probs)} confidences for {len(labels)} labels")
     if not probs:
         return {}
     order = sorted(range(len(probs)), key=lambda i: probs[i])
     size = max(1, math.ceil(len(order) / n_groups))
-    blocks: list[list[float]] = []  # [sum p, sum y, n]
+    blocks: list[list[float]] = []  # [sum p, sum y, n, lowest p, highest p]
     for start in range(0, len(order), size):
         chunk = order[start : start + size]
         blocks.append(
-            [sum(probs[i] for i in chunk), sum(float(labels[i]) for i in chunk), len(chunk)]
+            [
+                sum(probs[i] for i in chunk),
+                sum(float(labels[i]) for i in chunk),
+                len(chunk),
+                probs[chunk[0]],
+                probs[chunk[-1]],
+            ]
         )
         while len(blocks) > 1 and blocks[-2][1] / blocks[-2][2] >= blocks[-1][1] / blocks[-1][2]:
             last = blocks.pop()
-            blocks[-1] = [a + b for a, b in zip(blocks[-1], last, strict=True)]
-    xs = [p / n for p, _, n in blocks]
-    ys = [(y + p / n) / (n + 1) for p, y, n in blocks]
-    for i in range(1, len(ys)):  # the shrink may break monotonicity by a hair
-        ys[i] = max(ys[i], ys[i - 1])
-    keep = [0] + [i for i in range(1, len(xs)) if xs[i] > xs[i - 1]]
-    return {"x": [xs[i] for i in keep], "y": [ys[i] for i in keep]}
+            blocks[-1] = [
+                *(a + b for a, b in zip(blocks[-1][:3], last[:3], strict=True)),
+                blocks[-1][3],
+                last[4],
+            ]
+    xs: list[float] = []
+    ys: list[float] = []
+    for p, y, n, low, high in blocks:
+        value = (y + p / n) / (n + 1)
+        ends = [(low, value - MAP_RISE), (high, value + MAP_RISE)] if high > low else [(low, value)]
+        for x, v in ends:
+            if not xs or x > xs[-1]:  # a confidence split over two groups: one knot
+                xs.append(x)
+                ys.append(min(max(v, ys[-1] if ys else 0.0), 1.0))
+    return {"x": xs, "y": ys}
 
 
 def _confidence_metrics(

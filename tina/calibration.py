@@ -132,7 +132,8 @@ def apply_confidence(logit: torch.Tensor, calibration: Calibration | None) -> to
         return ys.expand_as(p).clone()
     right = torch.searchsorted(xs, p.contiguous()).clamp(1, len(xs) - 1)
     x0, x1, y0, y1 = xs[right - 1], xs[right], ys[right - 1], ys[right]
-    t = ((p - x0) / (x1 - x0)).clamp(0.0, 1.0)
+    # knots apart in the file may meet in float32: 0/0 there takes the upper knot
+    t = ((p - x0) / (x1 - x0)).nan_to_num(nan=1.0).clamp(0.0, 1.0)
     return y0 + t * (y1 - y0)
 
 

@@ -247,7 +247,13 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
 def cmd_recipe(args: argparse.Namespace) -> int:
     """Run the think-less recipe (phases A→C, budget RL, calibration, the result table)."""
-    from tina.recipe import default_ship_dir, load_recipe_config, run_recipe
+    from tina.recipe import (
+        STAGES,
+        RecipeResumeError,
+        default_ship_dir,
+        load_recipe_config,
+        run_recipe,
+    )
     from tina.trainer import TrainConfigError
 
     try:
@@ -255,11 +261,21 @@ def cmd_recipe(args: argparse.Namespace) -> int:
     except TrainConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.start not in STAGES:
+        print(
+            f"error: --from: unknown stage {args.start!r}; one of {', '.join(STAGES)}",
+            file=sys.stderr,
+        )
+        return 2
     if args.output_dir:
         config.output_dir = args.output_dir
     if args.ship:
         config.ship_to = str(default_ship_dir())
-    run_recipe(config)
+    try:
+        run_recipe(config, start=args.start)
+    except RecipeResumeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -378,6 +394,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--ship",
         action="store_true",
         help="copy the result into the embedded model's introspection/ (chat's default)",
+    )
+    p.add_argument(
+        "--from",
+        dest="start",
+        default="data",
+        metavar="STAGE",
+        help="start at this stage (data, phase_a, search, phase_c, policy, calibration, "
+        "evaluation); the earlier stages' files in the output dir are read (default: "
+        "%(default)s, the whole run)",
     )
 
     p = _add(sub, "quality", cmd_quality)

@@ -1,7 +1,8 @@
 """The think-less recipe: embedded model → phase A → minimal budgets → phase C → budget RL →
 calibration → the token-efficiency result, from one config file and one command.
 
-`tina recipe --config configs/budget_recipe.yaml [--ship]` runs, in `output_dir`:
+`tina recipe --config configs/budget_recipe.yaml [--ship] [--from STAGE]` runs these stages
+(`STAGES`: data, phase_a, search, phase_c, policy, calibration, evaluation), in `output_dir`:
 
 1. **data**: the task suite's cells (task × difficulty): concise training records (`train.jsonl`),
    items for the minimal-budget search, a calibration split (`dev.jsonl`) and held-out test items
@@ -10,7 +11,7 @@ calibration → the token-efficiency result, from one config file and one comman
 2. **phase A** (`tina.trainer`, frozen base): heads and adapters on concise traces;
 3. **minimal budgets** (`tina.budget_search`): the phase-A model's own thinks at a grid of budgets,
    the smallest one that still answers correctly, written as on-policy records
-   (`onpolicy.jsonl`);
+   (`onpolicy.jsonl`; what was found per item in `minimal_budgets.json`);
 4. **phase C** (`tina.trainer`): heads and adapters on those records (budget target = the minimal
    budget, confidence target = correctness, think CE on the model's own successful thinks);
 5. **budget policy** (`tina.budget_policy`): REINFORCE of the budget head on the items the
@@ -27,6 +28,13 @@ calibration → the token-efficiency result, from one config file and one comman
    fixed budgets (the curve) and at its own budget (`auto`): `artifacts/budget_result.md`
    (+ `.json`), the sweep CSVs and the plots.
 
+`--from STAGE` starts at a later stage: the stages before it are not run, and what they wrote
+in `output_dir` is read instead (a missing file is a `RecipeResumeError` naming it and the
+stage that writes it); every stage reads its inputs from those files, so a run resumed at a
+stage gives what the full run gives. Use it after a crash, or to redo the calibration and
+the result with changed code (`--from calibration`). Training phases also resume from their
+own checkpoints.
+
 With `--ship` (or `ship_to` in the config), `final/` is copied to the embedded model's
 `introspection/` directory, which `tina chat` / `tina serve` load by default.
 
@@ -42,18 +50,25 @@ import shutil
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tina.atomic import atomic_write
 from tina.budget_policy import BudgetPolicyConfig, train_budget_policy
-from tina.budget_search import BudgetSearchConfig, budget_records, minimal_budgets
-from tina.calibration import Calibration
-from tina.contract import write_contract_jsonl
+from tina.budget_result import dev_line, result_table
+from tina.budget_search import (
+    BudgetFound,
+    BudgetSearchConfig,
+    budget_records,
+    minimal_budgets,
+)
+from tina.calibration import Calibration, load_calibration, save_calibration
+from tina.contract import read_contract_jsonl, write_contract_jsonl
 from tina.engine import Engine, EngineConfig
-from tina.introspection import load_introspection, save_introspection
+from tina.introspection import CONFIG_NAME, load_introspection, save_introspection
 from tina.models import embedded_model_dir, load_model
 from tina.quality import DEFAULT_SUITE, heldout_items, seen_questions_of
 from tina.runtime import SHIPPED_INTROSPECTION
@@ -241,210 +256,162 @@ def _items(records: list[dict[str, Any]], where: str) -> list[EvalItem]:
     return [item_from_record(r, (where, i + 1)) for i, r in enumerate(records)]
 
 
-def result_table(
-    reference: dict[str, float], sweep_rows: list[dict[str, Any]], adherence: dict[str, float]
-) -> tuple[str, dict[str, Any]]:
-    """The result (Markdown) and its figures: reference vs Tina at its budget, the fixed-budget
-    curve, and whether Tina's point lies on or above it (linear interpolation of the curve's
-    exact match at Tina's average think tokens)."""
-    auto = next(r for r in sweep_rows if r["budget"] == AUTO)
-    fixed = sorted(
-        (r for r in sweep_rows if r["budget"] != AUTO), key=lambda r: r["avg_think_tokens"]
-    )
-    x, y = auto["avg_think_tokens"], auto["exact_match"]
-    below = [r for r in fixed if r["avg_think_tokens"] <= x]
-    above = [r for r in fixed if r["avg_think_tokens"] > x]
-    if below and above:
-        a, b = below[-1], above[0]
-        t = (x - a["avg_think_tokens"]) / (b["avg_think_tokens"] - a["avg_think_tokens"])
-        curve = a["exact_match"] + t * (b["exact_match"] - a["exact_match"])
-    else:
-        curve = (below or above)[-1 if below else 0]["exact_match"]
-    summary = {
-        "reference_exact_match": reference["exact_match"],
-        "reference_think_tokens": reference["avg_think_tokens"],
-        "tina_exact_match": y,
-        "tina_think_tokens": x,
-        "accuracy_gap_points": 100 * (reference["exact_match"] - y),
-        "token_ratio": x / reference["avg_think_tokens"] if reference["avg_think_tokens"] else 0,
-        "curve_exact_match_at_tina_tokens": curve,
-        "on_or_above_curve": y >= curve - 1e-9,
-        **adherence,
-        "n": auto["n"],
-    }
-    lines = [
-        "| run | exact match | avg think tokens | tokens vs reference |",
-        "| --- | --- | --- | --- |",
-        f"| reference: adapters off, thinking freely (budget ≤ {reference['budget']}) | "
-        f"{reference['exact_match']:.3f} | {reference['avg_think_tokens']:.1f} | 100% |",
-        f"| **Tina at its predicted budget** | **{y:.3f}** | **{x:.1f}** | "
-        f"**{100 * summary['token_ratio']:.0f}%** |",
-    ]
-    lines += [
-        f"| Tina at fixed budget {r['budget']} | {r['exact_match']:.3f} | "
-        f"{r['avg_think_tokens']:.1f} | "
-        f"{100 * r['avg_think_tokens'] / max(reference['avg_think_tokens'], 1e-9):.0f}% |"
-        for r in sorted(fixed, key=lambda r: int(r["budget"]))
-    ]
-    lines += [
-        "",
-        f"- accuracy gap (reference − Tina): {summary['accuracy_gap_points']:+.1f} points "
-        f"(goal: within 1)",
-        f"- Tina's think tokens: {100 * summary['token_ratio']:.0f}% of the reference's "
-        f"(goal: ≤ 50%)",
-        f"- fixed-budget curve at Tina's tokens: {curve:.3f} exact match; Tina "
-        f"{'on or above' if summary['on_or_above_curve'] else 'BELOW'} the curve",
-        f"- budget adherence: median |used − predicted| / predicted = "
-        f"{100 * adherence['adherence_median']:.1f}% (goal: ≤ 10%); empty answers: "
-        f"{int(adherence['empty_answers'])}",
-        f"- n = {int(auto['n'])} held-out items over every task and difficulty",
-    ]
-    return "\n".join(lines) + "\n", summary
+STAGES = (
+    "data",
+    "phase_a",
+    "search",
+    "phase_c",
+    "policy",
+    "calibration",
+    "evaluation",
+)  #: the stages, in order (`run_recipe(start=...)`, `tina recipe --from`; see module docstring)
+SPLITS = ("test", "dev", "search", "train")  #: the data stage's files, `<split>.jsonl`
+SEARCH_FILE = "minimal_budgets.json"  #: what the minimal-budget search found, per search item
 
 
-def dev_line(dev: dict[str, Any]) -> str:
-    """The result on the calibration split (it fits the calibration file and the exit
-    threshold, never the heads or the policy), as a Markdown bullet."""
-    gap = 100 * (dev["reference_exact_match"] - dev["tina_exact_match"])
-    ratio = dev["tina_think_tokens"] / max(dev["reference_think_tokens"], 1e-9)
-    return (
-        f"- calibration split (n = {dev['n']}; it fits the calibration and the exit threshold "
-        f"{dev['exit_threshold']}): reference {dev['reference_exact_match']:.3f} at "
-        f"{dev['reference_think_tokens']:.1f} think tokens, Tina {dev['tina_exact_match']:.3f} at "
-        f"{dev['tina_think_tokens']:.1f} ({100 * ratio:.0f}%), gap {gap:+.1f} points\n"
-    )
+class RecipeResumeError(RuntimeError):
+    """A stage before the one the run starts at left no output in `output_dir`."""
 
 
-def run_recipe(config: RecipeConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run every step (see module docstring); returns the result summary."""
+def _written_by(path: Path, stage: str) -> Path:
+    """`path`, which the stage `stage` writes; a RecipeResumeError naming both when missing."""
+    if not path.exists():
+        raise RecipeResumeError(
+            f"{path}: not there; the stage {stage!r} writes it (start at {stage!r} or before)"
+        )
+    return path
+
+
+def _checkpoint_of(directory: Path, stage: str) -> Path:
+    checkpoint = latest_checkpoint(_written_by(directory, stage))
+    if checkpoint is None:
+        raise RecipeResumeError(f"{directory}: holds no checkpoint; the stage {stage!r} writes one")
+    return checkpoint
+
+
+def _engine_with(parts: Path, free_budget: int) -> Engine:
+    """A fresh embedded model with the introspection parts saved in `parts`, in eval mode."""
+    model, tokenizer = load_model()
+    intro = load_introspection(model, parts)
+    intro.eval()
+    return Engine(model, tokenizer, intro, EngineConfig(budget_cap=free_budget))
+
+
+def _save_found(path: Path, found: list[BudgetFound]) -> None:
+    text = json.dumps([asdict(f) for f in found], indent=0) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def _load_found(path: Path) -> list[BudgetFound]:
+    rows = json.loads(_written_by(path, "search").read_text())
+    return [BudgetFound(**{**r, "exits": [tuple(e) for e in r["exits"]]}) for r in rows]
+
+
+def run_recipe(
+    config: RecipeConfig, log: Callable[[str], None] = print, start: str = "data"
+) -> dict[str, Any]:
+    """Run the stages (see module docstring) from `start` on; returns the result summary.
+
+    A stage before `start` is not run: what it wrote in `output_dir` is read instead (the
+    splits, a phase's last checkpoint, `minimal_budgets.json`, `final/`, the calibration file),
+    and a RecipeResumeError names the first missing file. Each stage reads its inputs from
+    those files, so a run started at a stage gives what a full run gives with the same files:
+    after a crash, or to redo the calibration and the result with changed code."""
+    if start not in STAGES:
+        raise ValueError(f"unknown stage {start!r}; the stages are {', '.join(STAGES)}")
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
+    def runs(name: str) -> bool:
+        return STAGES.index(name) >= STAGES.index(start)
+
     def step(name: str) -> None:
         timings[name] = round(time.perf_counter() - started - sum(timings.values()), 1)
         log(f"[recipe] {name}: {timings[name]:.0f} s")
 
-    splits = build_splits(config)
-    for name, records in splits.items():
-        write_contract_jsonl(out / f"{name}.jsonl", records)
-    step("data")
-
-    phase_a = {
-        "steps": 400,
-        "batch_size": 32,
-        "save_every": 400,
-        "log_every": 50,
-        "phases": [{"name": "A", "until_step": 10**9, "train": ["heads", "adapters"]}],
-        **config.phase_a,
+    if runs("data"):
+        for name, records in build_splits(config).items():
+            write_contract_jsonl(out / f"{name}.jsonl", records)
+        step("data")
+    splits = {
+        name: read_contract_jsonl(_written_by(out / f"{name}.jsonl", "data")).records
+        for name in SPLITS
     }
-    ckpt_a = _train_phase(config, "phase_a", out / "train.jsonl", out / "phase_a", phase_a, None)
-    step("phase A")
 
-    model, tokenizer = load_model()
-    intro = load_introspection(model, ckpt_a)
-    intro.eval()
-    engine = Engine(model, tokenizer, intro, EngineConfig(budget_cap=config.free_budget))
+    if runs("phase_a"):
+        phase_a = {
+            "steps": 400,
+            "batch_size": 32,
+            "save_every": 400,
+            "log_every": 50,
+            "phases": [{"name": "A", "until_step": 10**9, "train": ["heads", "adapters"]}],
+            **config.phase_a,
+        }
+        _train_phase(config, "phase_a", out / "train.jsonl", out / "phase_a", phase_a, None)
+        step("phase_a")
+    if runs("phase_c"):  # the search and phase C start from phase A's parts
+        ckpt_a = _checkpoint_of(out / "phase_a", "phase_a")
+
     search_items = _items(splits["search"], "search")
-    search = BudgetSearchConfig(**{"batch_size": config.batch_size, **config.search})
-    found = minimal_budgets(engine, search_items, search)
-    write_contract_jsonl(out / "onpolicy.jsonl", budget_records(search_items, found))
-    solved = [f for f in found if f.minimal_budget is not None]
-    log(
-        f"[recipe] minimal budgets: {len(solved)}/{len(found)} solved thinking freely; "
-        f"median minimal {statistics.median([f.minimal_budget or 0 for f in solved] or [0])} vs "
-        f"free {statistics.median([f.free_think_tokens for f in solved] or [0])} think tokens"
-    )
-    step("minimal budgets")
+    if runs("search"):
+        engine = _engine_with(ckpt_a, config.free_budget)
+        search = BudgetSearchConfig(**{"batch_size": config.batch_size, **config.search})
+        found = minimal_budgets(engine, search_items, search)
+        write_contract_jsonl(out / "onpolicy.jsonl", budget_records(search_items, found))
+        _save_found(out / SEARCH_FILE, found)
+        solved = [f for f in found if f.minimal_budget is not None]
+        log(
+            f"[recipe] minimal budgets: {len(solved)}/{len(found)} solved thinking freely; "
+            f"median minimal {statistics.median([f.minimal_budget or 0 for f in solved] or [0])}"
+            f" vs free {statistics.median([f.free_think_tokens for f in solved] or [0])} "
+            "think tokens"
+        )
+        del engine
+        step("search")
 
-    phase_c = {
-        "steps": 200,
-        "batch_size": 32,
-        "save_every": 200,
-        "log_every": 50,
-        "phases": [
-            {
-                "name": "C",
-                "until_step": 10**9,
-                "train": ["heads", "adapters"],
-                "loss_weights": {"think_ce": 0.5},
-            }
-        ],
-        **config.phase_c,
-    }
-    ckpt_c = _train_phase(
-        config, "phase_c", out / "onpolicy.jsonl", out / "phase_c", phase_c, ckpt_a
-    )
-    step("phase C")
+    if runs("phase_c"):
+        phase_c = {
+            "steps": 200,
+            "batch_size": 32,
+            "save_every": 200,
+            "log_every": 50,
+            "phases": [
+                {
+                    "name": "C",
+                    "until_step": 10**9,
+                    "train": ["heads", "adapters"],
+                    "loss_weights": {"think_ce": 0.5},
+                }
+            ],
+            **config.phase_c,
+        }
+        onpolicy = _written_by(out / "onpolicy.jsonl", "search")
+        _train_phase(config, "phase_c", onpolicy, out / "phase_c", phase_c, ckpt_a)
+        step("phase_c")
 
-    intro.detach()
-    model, tokenizer = load_model()
-    intro = load_introspection(model, ckpt_c)
-    intro.eval()
-    engine = Engine(model, tokenizer, intro, EngineConfig(budget_cap=config.free_budget))
-    if config.policy_exit_threshold is not None:  # the policy learns under the serving rule
-        engine.calibration = Calibration(exit_threshold=config.policy_exit_threshold)
-    policy_items = [it for it, f in zip(search_items, found, strict=True) if f.free_correct]
+    final = out / "final"
     policy = BudgetPolicyConfig(
         **{"batch_size": config.batch_size, "seed": config.seed, **config.policy}
     )
-    history = train_budget_policy(
-        engine,
-        policy_items,
-        policy,
-        lambda r: log(
-            f"[policy] {int(r['iteration'])}: reward {r['reward']:.3f} acc {r['accuracy']:.3f} "
-            f"think {r['think_tokens']:.1f} budget {r['budget']:.1f} std {r['std']:.3f}"
-        ),
-    )
-    (out / "policy_history.json").write_text(json.dumps(history, indent=1) + "\n")
-    from tina.pruning import prune_dead_adapters
-    from tina.train_data import example_from_record
-
-    dev_examples = [example_from_record(tokenizer, r) for r in splits["dev"]]
-    pruned, _ = prune_dead_adapters(
-        model, intro, dev_examples, tokenizer.pad_token_id, config.prune_gates_below
-    )
-    log(f"[recipe] pruned side adapters {pruned} (gate score < {config.prune_gates_below})")
-    final = out / "final"
-    save_introspection(intro, final)
-    step("budget policy")
-
-    from tina.calibrate import calibrate_on_records
-    from tina.calibration import load_calibration, save_calibration
-    from tina.exit_check import fit_exit_threshold
+    if runs("policy"):
+        ckpt_c = _checkpoint_of(out / "phase_c", "phase_c")
+        found = _load_found(out / SEARCH_FILE)
+        _budget_policy(config, out, ckpt_c, search_items, found, policy, splits["dev"], log)
+        step("policy")
 
     calibration_path = final / "metacog_calibration.json"
-    figures = calibrate_on_records(engine, splits["dev"], calibration_path)
-    log(f"[recipe] calibration: {json.dumps({k: round(v, 4) for k, v in figures.items()})}")
-    engine.calibration = load_calibration(calibration_path)
     dev_items = _items(splits["dev"], "dev")
-    threshold, tried = fit_exit_threshold(
-        engine,
-        dev_items,
-        [None, *config.exit_thresholds],
-        policy.lam,
-        config.batch_size,
-    )
-    for row in tried:
-        log(
-            f"[recipe] exit threshold {row['threshold']}: exact match {row['exact_match']:.4f}, "
-            f"think {row['avg_think_tokens']:.1f}, reward {row['reward']:.4f}, "
-            f"checks {row['exit_checks']:.2f} (dev)"
-        )
-    # the confidence again, now on the answers the check serves (it changes a few of them)
-    engine.calibration.exit_threshold = threshold
-    figures = calibrate_on_records(engine, splits["dev"], calibration_path)
-    log(f"[recipe] calibration: {json.dumps({k: round(v, 4) for k, v in figures.items()})}")
-    engine.calibration = load_calibration(calibration_path)
-    engine.calibration.fitted_on["exit_check"] = tried
-    save_calibration(engine.calibration, calibration_path)
-    log(f"[recipe] exit threshold: {threshold}")
-    step("calibration")
+    parts = _written_by(final / CONFIG_NAME, "policy").parent
+    if runs("calibration"):
+        _calibration(config, _engine_with(parts, config.free_budget), splits["dev"], policy, log)
+        step("calibration")
 
+    engine = _engine_with(parts, config.free_budget)
+    engine.calibration = load_calibration(_written_by(calibration_path, "calibration"))
     test_items = _items(splits["test"], "test")
-    plain, _ = load_model()
+    plain, tokenizer = load_model()
     reference_engine = Engine(plain, tokenizer, None, EngineConfig(budget_cap=config.free_budget))
     ref_rows, _ = decode_items(reference_engine, test_items, config.free_budget, config.batch_size)
     reference = {
@@ -474,7 +441,20 @@ def run_recipe(config: RecipeConfig, log: Callable[[str], None] = print) -> dict
     }
     table, summary = result_table(reference, result.rows, adherence)
     dev_rows, _ = decode_items(reference_engine, dev_items, config.free_budget, config.batch_size)
-    served = next(r for r in tried if r["threshold"] == threshold)
+    threshold = engine.calibration.exit_threshold
+    served = next(
+        (
+            r
+            for r in engine.calibration.fitted_on.get("exit_check", [])
+            if r["threshold"] == threshold
+        ),
+        None,
+    )
+    if served is None:
+        raise RecipeResumeError(
+            f"{calibration_path}: fitted_on.exit_check holds no row for the exit threshold "
+            f"{threshold}; the stage 'calibration' writes it"
+        )
     summary["dev"] = {
         "n": len(dev_rows),
         "reference_exact_match": sum(r["correct"] for r in dev_rows) / len(dev_rows),
@@ -488,6 +468,7 @@ def run_recipe(config: RecipeConfig, log: Callable[[str], None] = print) -> dict
     from tina.plots import plot_sweep
 
     pngs, _ = plot_sweep(artifacts / "budget_sweep_test.csv", artifacts)
+    summary["started_at"] = start
     summary["timings_s"] = timings
     summary["total_s"] = round(time.perf_counter() - started, 1)
     summary["plots"] = [str(p) for p in pngs]
@@ -499,6 +480,87 @@ def run_recipe(config: RecipeConfig, log: Callable[[str], None] = print) -> dict
         ship(final, Path(config.ship_to))
         log(f"[recipe] shipped {final} -> {config.ship_to}")
     return summary
+
+
+def _budget_policy(
+    config: RecipeConfig,
+    out: Path,
+    checkpoint: Path,
+    search_items: list[EvalItem],
+    found: list[BudgetFound],
+    policy: BudgetPolicyConfig,
+    dev_records: list[dict[str, Any]],
+    log: Callable[[str], None],
+) -> None:
+    """The budget RL on the phase-C parts, then pruning; writes `final/` and the history."""
+    engine = _engine_with(checkpoint, config.free_budget)
+    if config.policy_exit_threshold is not None:  # the policy learns under the serving rule
+        engine.calibration = Calibration(exit_threshold=config.policy_exit_threshold)
+    policy_items = [it for it, f in zip(search_items, found, strict=True) if f.free_correct]
+    history = train_budget_policy(
+        engine,
+        policy_items,
+        policy,
+        lambda r: log(
+            f"[policy] {int(r['iteration'])}: reward {r['reward']:.3f} acc {r['accuracy']:.3f} "
+            f"think {r['think_tokens']:.1f} budget {r['budget']:.1f} std {r['std']:.3f}"
+        ),
+    )
+    (out / "policy_history.json").write_text(json.dumps(history, indent=1) + "\n")
+    from tina.pruning import prune_dead_adapters
+    from tina.train_data import example_from_record
+
+    assert engine.introspection is not None
+    dev_examples = [example_from_record(engine.tokenizer, r) for r in dev_records]
+    pruned, _ = prune_dead_adapters(
+        engine.model,
+        engine.introspection,
+        dev_examples,
+        engine.tokenizer.pad_token_id,
+        config.prune_gates_below,
+    )
+    log(f"[recipe] pruned side adapters {pruned} (gate score < {config.prune_gates_below})")
+    save_introspection(engine.introspection, out / "final")
+
+
+def _calibration(
+    config: RecipeConfig,
+    engine: Engine,
+    dev_records: list[dict[str, Any]],
+    policy: BudgetPolicyConfig,
+    log: Callable[[str], None],
+) -> None:
+    """Calibration and the exit threshold on the dev split; writes the calibration file."""
+    from tina.calibrate import calibrate_on_records
+    from tina.exit_check import fit_exit_threshold
+
+    calibration_path = Path(config.output_dir) / "final" / "metacog_calibration.json"
+    if config.policy_exit_threshold is not None:  # as the policy left the engine
+        engine.calibration = Calibration(exit_threshold=config.policy_exit_threshold)
+    figures = calibrate_on_records(engine, dev_records, calibration_path)
+    log(f"[recipe] calibration: {json.dumps({k: round(v, 4) for k, v in figures.items()})}")
+    engine.calibration = load_calibration(calibration_path)
+    threshold, tried = fit_exit_threshold(
+        engine,
+        _items(dev_records, "dev"),
+        [None, *config.exit_thresholds],
+        policy.lam,
+        config.batch_size,
+    )
+    for row in tried:
+        log(
+            f"[recipe] exit threshold {row['threshold']}: exact match {row['exact_match']:.4f}, "
+            f"think {row['avg_think_tokens']:.1f}, reward {row['reward']:.4f}, "
+            f"checks {row['exit_checks']:.2f} (dev)"
+        )
+    # the confidence again, now on the answers the check serves (it changes a few of them)
+    engine.calibration.exit_threshold = threshold
+    figures = calibrate_on_records(engine, dev_records, calibration_path)
+    log(f"[recipe] calibration: {json.dumps({k: round(v, 4) for k, v in figures.items()})}")
+    calibration = load_calibration(calibration_path)
+    calibration.fitted_on["exit_check"] = tried
+    save_calibration(calibration, calibration_path)
+    log(f"[recipe] exit threshold: {threshold}")
 
 
 def ship(final: Path, target: Path) -> None:
