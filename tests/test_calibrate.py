@@ -220,6 +220,9 @@ def test_auto_calibration_fits_the_temperature_under_the_fitted_clip(tiny_fresh,
     engine.calibration = Calibration(exit_threshold=0.4)
     fit = run_calibration(engine, items, tmp_path / "c2.json", budget=AUTO)
     assert load_calibration(tmp_path / "c2.json").exit_threshold == 0.4
+    engine.config.exit_check = False  # served without the check: fitted and written without
+    run_calibration(engine, items, tmp_path / "c3.json", budget=AUTO)
+    assert load_calibration(tmp_path / "c3.json").exit_threshold is None
 
 
 def test_gathering_without_heads_is_an_error(tiny_random_model):

@@ -108,6 +108,10 @@ def test_chat_uses_the_shipped_introspection_parts_and_calibration_by_default(ca
     assert with_heads["answer"] == "82"
     assert t["plan"] == "compute" and 0 < t["budget"] <= (calibration.budget_max or 10**9)
     assert t["think_tokens"] < 100  # the free-thinking model spends ~90 on this question
+    assert t["exit_checks"] == 1 and calibration.exit_threshold is not None
+    assert main(["chat", "--prompt", "Add 37 and 45", "--json", "--no-exit-check"]) == 0
+    unchecked = json.loads(capsys.readouterr().out)["telemetry"]
+    assert unchecked["exit_checks"] == 0 and unchecked["budget"] == t["budget"]
     assert main(["chat", "--prompt", "Add 37 and 45", "--json", "--no-introspection"]) == 0
     alone = json.loads(capsys.readouterr().out)["telemetry"]
     assert alone["plan"] is None and alone["confidence_before"] is None

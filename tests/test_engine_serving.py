@@ -291,3 +291,10 @@ def test_exit_check_thinks_on_while_the_heads_read_not_ready():
     (ready, _) = run(0.6)
     assert ready.telemetry.think_tokens == ends[2] and ready.telemetry.exit_checks == 1
     remove_introspection(model)
+
+
+def test_the_service_config_switches_the_exit_check():
+    from tina.service_config import ServiceConfig
+
+    assert EngineConfig.from_service_config(ServiceConfig()).exit_check is True
+    assert EngineConfig.from_service_config(ServiceConfig(exit_check=False)).exit_check is False

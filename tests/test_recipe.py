@@ -93,6 +93,21 @@ def test_a_run_from_the_calibration_gives_what_the_full_run_gave(full_run):
     assert again.to_dict() == calibration
 
 
+def test_a_run_from_the_search_retrains_phase_c_afresh(full_run):
+    """Phase C's old checkpoints were trained on the old search's records: a run that redoes
+    the search empties phase_c/ first (a run started at phase_c would resume from them)."""
+    config, summary, _ = full_run
+    stale = Path(config.output_dir) / "phase_c" / "checkpoint-999"
+    stale.mkdir()
+    (stale / "trainer_state.json").write_text("{}")
+    resumed = run_recipe(config, log=lambda line: None, start="search")
+    assert not stale.exists()
+    assert list(resumed["timings_s"]) == list(STAGES[2:])
+    assert {k: v for k, v in resumed.items() if k not in RUN_ONLY} == {
+        k: v for k, v in summary.items() if k not in RUN_ONLY
+    }
+
+
 def test_a_missing_stage_output_is_named(tmp_path):
     config = _toy(tmp_path)
     with pytest.raises(RecipeResumeError, match=r"test\.jsonl: not there; the stage 'data'"):

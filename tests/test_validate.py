@@ -509,6 +509,7 @@ def test_load_service_config_round_trip(tmp_path):
         slack_ratio=0.5,
         min_think=4,
         budget_cap=128,
+        exit_check=False,
         max_answer_tokens=32,
         calibration_path="calibration.json",
         host="0.0.0.0",
@@ -530,6 +531,7 @@ def test_load_service_config_error_lists_every_bad_field(tmp_path):
         {
             "slack_ratio": 5,
             "visible_cot": "no",
+            "exit_check": "yes",
             "stop_sequences": ["</answer>"],
             "limits": {"max_batch_size": 0, "queue": 1},
             "auth": {"api_keys_env": "not a name"},
@@ -541,6 +543,7 @@ def test_load_service_config_error_lists_every_bad_field(tmp_path):
     fields = [p.field for p in info.value.problems]
     assert fields == [
         "auth.api_keys_env",
+        "exit_check",
         "limits.max_batch_size",
         "limits.queue",
         "mystery",
@@ -573,6 +576,7 @@ def test_load_service_config_names_the_file_when_unreadable(tmp_path):
         pytest.param({"stop_sequences": ["</think>"]}, "stop_sequences", id="missing-answer-stop"),
         pytest.param({"port": 0}, "port", id="port-zero"),
         pytest.param({"visible_cot": 1}, "visible_cot", id="visible-cot-not-bool"),
+        pytest.param({"exit_check": "no"}, "exit_check", id="exit-check-not-bool"),
         pytest.param({"max_answer_tokens": 600}, "max_answer_tokens", id="answer-over-max-tokens"),
         pytest.param({"host": ""}, "host", id="empty-host"),
     ],

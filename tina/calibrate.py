@@ -481,8 +481,11 @@ def run_calibration(
     correctness. Two passes then: the raw heads give plan and budget data, thresholds and clip
     are fitted on it, and a second pass under them gives the confidences and correctness the
     temperature is fitted on, as they will be served. Both passes run under the exit check
-    `engine` serves with (its calibration's `exit_threshold`), which the written file keeps."""
-    exit_threshold = None if engine.calibration is None else engine.calibration.exit_threshold
+    `engine` serves with (its calibration's `exit_threshold`, unless its config turns the check
+    off), which the written file keeps."""
+    exit_threshold = None
+    if engine.calibration is not None and engine.config.exit_check:
+        exit_threshold = engine.calibration.exit_threshold
     passes = 2 if budget == AUTO else 1
     bar, task = progress_bar(progress, passes * len(items), f"calibration eval (budget {budget})")
     with bar:

@@ -94,6 +94,7 @@ class EngineConfig:
             budget_cap=service.budget_cap,
             max_answer_tokens=service.max_answer_tokens,
             visible_cot=service.visible_cot,
+            exit_check=service.exit_check,
         )
 
 

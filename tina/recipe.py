@@ -33,7 +33,9 @@ in `output_dir` is read instead (a missing file is a `RecipeResumeError` naming 
 stage that writes it); every stage reads its inputs from those files, so a run resumed at a
 stage gives what the full run gives. Use it after a crash, or to redo the calibration and
 the result with changed code (`--from calibration`). Training phases also resume from their
-own checkpoints.
+own checkpoints when the run starts at them (`--from phase_a`, `--from phase_c`); a phase that
+runs after an earlier stage of the same run trains afresh (its old checkpoints were trained on
+the inputs that stage has just rewritten).
 
 With `--ship` (or `ship_to` in the config), `final/` is copied to the embedded model's
 `introspection/` directory, which `tina chat` / `tina serve` load by default.
@@ -228,8 +230,13 @@ def _train_phase(
     out: Path,
     extra: dict[str, Any],
     start: Path | None,
+    resume: bool,
 ) -> Path:
-    """One trainer run (the phased trainer, one phase); returns its last checkpoint."""
+    """One trainer run (the phased trainer, one phase); returns its last checkpoint. With
+    `resume` it goes on from the last checkpoint in `out`; without, `out` is emptied first (a
+    checkpoint there was trained on the inputs an earlier run wrote)."""
+    if not resume:
+        shutil.rmtree(out, ignore_errors=True)
     raw: dict[str, Any] = {
         "train_data": str(data),
         "output_dir": str(out),
@@ -244,7 +251,7 @@ def _train_phase(
             "adapter": str(start.resolve()),
         }
     path = out.parent / f"{name}_config.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    _write_text(path, yaml.safe_dump(raw, sort_keys=False))
     train(load_train_config(path), resume=True, progress=False)
     checkpoint = latest_checkpoint(out)
     if checkpoint is None:
@@ -297,9 +304,12 @@ def _engine_with(parts: Path, free_budget: int) -> Engine:
     return Engine(model, tokenizer, intro, EngineConfig(budget_cap=free_budget))
 
 
-def _save_found(path: Path, found: list[BudgetFound]) -> None:
-    text = json.dumps([asdict(f) for f in found], indent=0) + "\n"
+def _write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def _save_found(path: Path, found: list[BudgetFound]) -> None:
+    _write_text(path, json.dumps([asdict(f) for f in found], indent=0) + "\n")
 
 
 def _load_found(path: Path) -> list[BudgetFound]:
@@ -349,7 +359,8 @@ def run_recipe(
             "phases": [{"name": "A", "until_step": 10**9, "train": ["heads", "adapters"]}],
             **config.phase_a,
         }
-        _train_phase(config, "phase_a", out / "train.jsonl", out / "phase_a", phase_a, None)
+        resume = start == "phase_a"  # a run started here goes on from its checkpoints
+        _train_phase(config, "phase_a", out / "train.jsonl", out / "phase_a", phase_a, None, resume)
         step("phase_a")
     if runs("phase_c"):  # the search and phase C start from phase A's parts
         ckpt_a = _checkpoint_of(out / "phase_a", "phase_a")
@@ -388,7 +399,8 @@ def run_recipe(
             **config.phase_c,
         }
         onpolicy = _written_by(out / "onpolicy.jsonl", "search")
-        _train_phase(config, "phase_c", onpolicy, out / "phase_c", phase_c, ckpt_a)
+        resume = start == "phase_c"
+        _train_phase(config, "phase_c", onpolicy, out / "phase_c", phase_c, ckpt_a, resume)
         step("phase_c")
 
     final = out / "final"
@@ -472,9 +484,9 @@ def run_recipe(
     summary["timings_s"] = timings
     summary["total_s"] = round(time.perf_counter() - started, 1)
     summary["plots"] = [str(p) for p in pngs]
-    (artifacts / "budget_result.md").write_text(table)
-    (artifacts / "budget_result.json").write_text(json.dumps(summary, indent=1) + "\n")
-    (artifacts / "reference_items.json").write_text(json.dumps(ref_rows, indent=0) + "\n")
+    _write_text(artifacts / "budget_result.md", table)
+    _write_text(artifacts / "budget_result.json", json.dumps(summary, indent=1) + "\n")
+    _write_text(artifacts / "reference_items.json", json.dumps(ref_rows, indent=0) + "\n")
     log(table)
     if config.ship_to:
         ship(final, Path(config.ship_to))
@@ -506,7 +518,7 @@ def _budget_policy(
             f"think {r['think_tokens']:.1f} budget {r['budget']:.1f} std {r['std']:.3f}"
         ),
     )
-    (out / "policy_history.json").write_text(json.dumps(history, indent=1) + "\n")
+    _write_text(out / "policy_history.json", json.dumps(history, indent=1) + "\n")
     from tina.pruning import prune_dead_adapters
     from tina.train_data import example_from_record
 

@@ -49,6 +49,12 @@ def add_model_arguments(parser: Any) -> None:
     )
     parser.add_argument("--budget-cap", type=int, default=None, help="largest think budget")
     parser.add_argument(
+        "--no-exit-check",
+        action="store_true",
+        help="close thinking at the heads' budget without reading whether they are ready "
+        "(the service config's exit_check: false)",
+    )
+    parser.add_argument(
         "--no-introspection",
         action="store_true",
         help="the embedded model alone, without its shipped introspection parts and calibration",
@@ -83,6 +89,8 @@ def load_engine(args: Any, service: ServiceConfig | None = None) -> tuple[Engine
     config = EngineConfig.from_service_config(service)
     if args.budget_cap is not None:
         config = replace(config, budget_cap=args.budget_cap)
+    if getattr(args, "no_exit_check", False):
+        config = replace(config, exit_check=False)
     return Engine(model, tokenizer, intro, config, calibration), service
 
 

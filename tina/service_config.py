@@ -209,6 +209,9 @@ class ServiceConfig:
     #: the budget, and at budget · (1 + slack) at the latest; 0–4
     min_think: int = 0  #: fewest think tokens before `</think>` may be accepted
     budget_cap: int = 384  #: most think tokens before `</think>` is forced
+    #: read the heads where their budget closes thinking and think on while they read "not
+    #: ready" (the calibration's `exit_threshold`; nothing without one)
+    exit_check: bool = True
     max_answer_tokens: int = 64  #: answer token cap
     calibration_path: str | None = None  #: confidence calibration JSON (None: uncalibrated)
     host: str = "127.0.0.1"  #: address the HTTP service binds
@@ -235,6 +238,7 @@ class ServiceConfig:
             ("slack_ratio", _number_problem(self.slack_ratio, 0, 4)),
             ("min_think", _int_problem(self.min_think, 0)),
             ("budget_cap", _int_problem(self.budget_cap, 0)),
+            ("exit_check", _bool_problem(self.exit_check)),
             ("max_answer_tokens", _int_problem(self.max_answer_tokens, 1)),
             ("calibration_path", _str_problem(self.calibration_path, optional=True)),
             ("host", _str_problem(self.host)),
