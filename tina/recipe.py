@@ -223,6 +223,20 @@ def build_splits(config: RecipeConfig) -> dict[str, list[dict[str, Any]]]:
     return splits
 
 
+def _phase_settings(
+    name: str, steps: int, phase: dict[str, Any], overrides: dict[str, Any]
+) -> dict[str, Any]:
+    """A one-phase train config's keys: the recipe's defaults, then the config's `overrides`."""
+    return {
+        "steps": steps,
+        "batch_size": 32,
+        "save_every": steps,
+        "log_every": 50,
+        "phases": [{"name": name, "until_step": 10**9, "train": ["heads", "adapters"], **phase}],
+        **overrides,
+    }
+
+
 def _train_phase(
     config: RecipeConfig,
     name: str,
@@ -351,14 +365,7 @@ def run_recipe(
     }
 
     if runs("phase_a"):
-        phase_a = {
-            "steps": 400,
-            "batch_size": 32,
-            "save_every": 400,
-            "log_every": 50,
-            "phases": [{"name": "A", "until_step": 10**9, "train": ["heads", "adapters"]}],
-            **config.phase_a,
-        }
+        phase_a = _phase_settings("A", 400, {}, config.phase_a)
         resume = start == "phase_a"  # a run started here goes on from its checkpoints
         _train_phase(config, "phase_a", out / "train.jsonl", out / "phase_a", phase_a, None, resume)
         step("phase_a")
@@ -383,21 +390,7 @@ def run_recipe(
         step("search")
 
     if runs("phase_c"):
-        phase_c = {
-            "steps": 200,
-            "batch_size": 32,
-            "save_every": 200,
-            "log_every": 50,
-            "phases": [
-                {
-                    "name": "C",
-                    "until_step": 10**9,
-                    "train": ["heads", "adapters"],
-                    "loss_weights": {"think_ce": 0.5},
-                }
-            ],
-            **config.phase_c,
-        }
+        phase_c = _phase_settings("C", 200, {"loss_weights": {"think_ce": 0.5}}, config.phase_c)
         onpolicy = _written_by(out / "onpolicy.jsonl", "search")
         resume = start == "phase_c"
         _train_phase(config, "phase_c", onpolicy, out / "phase_c", phase_c, ckpt_a, resume)
