@@ -18,7 +18,7 @@ from tina.engine import Request, Result, Telemetry
 from tina.recipe import RecipeConfig, build_splits, load_recipe_config
 from tina.sweep import AUTO, item_from_record
 from tina.tasks import generate_records
-from tina.trainer import TrainConfigError
+from tina.train_config import TrainConfigError
 
 
 def _telemetry(think: int, budget: int) -> Telemetry:

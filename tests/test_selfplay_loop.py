@@ -22,7 +22,7 @@ from tina.selfplay.solver import sample_rollouts
 from tina.selfplay.tasks import Deduction, Induction, check_proposals, mode_of
 from tina.tags import ANSWER_OPEN, THINK_CLOSE
 from tina.tasks import generate_records
-from tina.trainer import TrainConfigError, load_train_config
+from tina.train_config import TrainConfigError, load_train_config
 
 SANDBOX = SandboxConfig()
 

@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 from tina.cli import main
 from tina.contract import write_contract_jsonl
 from tina.tasks import generate_records
-from tina.trainer import TrainConfigError, latest_checkpoint, load_train_config, train
+from tina.train_config import TrainConfigError, load_train_config
+from tina.trainer import latest_checkpoint, train
 
 
 @pytest.fixture(scope="module")

@@ -31,8 +31,9 @@ from tina.side_adapters import decoder_layers, think_mask_context
 from tina.tags import reasoning_structure_error
 from tina.tasks import generate_records
 from tina.tasks.scoring import score_record
+from tina.train_config import TrainConfigError, load_train_config
 from tina.train_data import collate, example_from_record
-from tina.trainer import TrainConfigError, load_train_config, train
+from tina.trainer import train
 
 
 @pytest.fixture(scope="module")

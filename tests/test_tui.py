@@ -14,7 +14,7 @@ import yaml
 
 from tina.contract import write_contract_jsonl
 from tina.tasks import generate_records
-from tina.trainer import load_train_config
+from tina.train_config import load_train_config
 from tina.tui_state import (
     GENERAL,
     LineTail,

@@ -129,7 +129,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train the introspection parts (phases from train_config.yaml), resumable."""
-    from tina.trainer import TrainConfigError, load_train_config, train
+    from tina.train_config import TrainConfigError, load_train_config
+    from tina.trainer import train
 
     overrides: dict[str, Any] = {}
     if args.one_cycle:
@@ -254,7 +255,7 @@ def cmd_recipe(args: argparse.Namespace) -> int:
         load_recipe_config,
         run_recipe,
     )
-    from tina.trainer import TrainConfigError
+    from tina.train_config import TrainConfigError
 
     try:
         config = load_recipe_config(args.config)

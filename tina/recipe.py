@@ -76,13 +76,8 @@ from tina.quality import DEFAULT_SUITE, heldout_items, seen_questions_of
 from tina.runtime import SHIPPED_INTROSPECTION
 from tina.sweep import AUTO, EvalItem, decode_items, item_from_record, sweep_engine
 from tina.tasks import generate_records
-from tina.trainer import (
-    TrainConfigError,
-    latest_checkpoint,
-    load_train_config,
-    read_config_yaml,
-    train,
-)
+from tina.train_config import TrainConfigError, load_train_config, read_config_yaml
+from tina.trainer import latest_checkpoint, train
 
 
 @dataclass

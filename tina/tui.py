@@ -3,7 +3,7 @@
 What it does: a form prefilled from `train_config.yaml` (model root/base/adapter, data, steps,
 save and eval intervals, taps, per-layer heads, aggregator, mode, output dir), checked as you type
 (`tina.tui_state.validate_form`: each field's own check, then the whole config through
-`tina.trainer.load_train_config`); Run writes the config into the run's directory
+`tina.train_config.load_train_config`); Run writes the config into the run's directory
 (`<output_dir>/train_config.yaml`) and starts the same `tina train` as a subprocess, its output
 going to `<output_dir>/train.log`; a status panel, a loss sparkline and the log's last lines follow
 the run's `metrics.jsonl` and log as they grow; Stop sends SIGTERM, so the trainer ends after its

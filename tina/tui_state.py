@@ -5,9 +5,9 @@ status lines.
 What it does: prefill a form from a `train_config.yaml` mapping (`form_from_config`); check each
 field as it is typed (`field_problem`: whole numbers, existing paths, tap lists); build the run's
 config from the YAML it was prefilled from, the form's fields replacing theirs
-(`config_from_form`); check the whole config with `tina.trainer.load_train_config` itself, so there
-is one rule for config errors, and map its dotted-path messages back onto the form's fields
-(`validate_form`); read a growing file line by line (`LineTail`, `read_metrics`).
+(`config_from_form`); check the whole config with `tina.train_config.load_train_config` itself,
+so there is one rule for config errors, and map its dotted-path messages back onto the form's
+fields (`validate_form`); read a growing file line by line (`LineTail`, `read_metrics`).
 
 What it does not do: widgets, the training subprocess (both `tina.tui`), or training.
 """
@@ -27,7 +27,7 @@ import yaml
 
 from tina.losses import LOSS_NAMES
 from tina.metacog_heads import HeadsConfig
-from tina.trainer import TrainConfig, TrainConfigError, load_train_config
+from tina.train_config import MODES, TrainConfig, TrainConfigError, load_train_config
 
 #: the form's fields, in the order shown
 FIELDS = (
@@ -62,8 +62,6 @@ LABELS = {
 }
 #: problems of the whole config that belong to no field of the form
 GENERAL = "config"
-#: the training modes, as the self-play trainer's `TrainConfig.mode` names them
-MODES = ("supervised", "self_play", "hybrid")
 #: how per-layer heads are mixed: `tina.metacog_heads.MetacogHeads` has one aggregator, a learned
 #: query attending over the per-tap features; `HeadsConfig.per_layer` switches it on
 AGGREGATORS = ("attention",)
