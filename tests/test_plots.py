@@ -83,6 +83,26 @@ def test_reliability_and_budget_figures_are_labelled(tmp_path):
     assert len(used.get_xdata()) == 20
 
 
+def test_reliability_line_skips_sparse_bins_the_markers_show_them():
+    from tina.plots import MIN_JOINED_COUNT
+
+    items = [
+        {"budget": "auto", "confidence": 0.95, "correct": float(i % 10 != 0)} for i in range(40)
+    ] + [{"budget": "auto", "confidence": 0.62, "correct": 0.0}]
+    items += [
+        {"budget": "auto", "confidence": 0.35, "correct": float(i % 3 == 0)} for i in range(9)
+    ]
+    top, _ = reliability_figure(items, n_bins=10).axes
+    line = next(x for x in top.get_lines() if x.get_label().startswith("auto"))
+    assert list(line.get_xdata()) == pytest.approx([0.35, 0.95])  # the one-item bin is not joined
+    (markers,) = top.collections
+    assert sorted(x for x, _ in markers.get_offsets()) == pytest.approx([0.35, 0.62, 0.95])
+    by_x = sorted(zip((x for x, _ in markers.get_offsets()), markers.get_sizes(), strict=True))
+    low, single, high = (size for _, size in by_x)
+    assert high > low > single  # a marker's area grows with its bin's count (40, 9, 1 items)
+    assert MIN_JOINED_COUNT > 1
+
+
 def test_without_the_items_file_only_the_quality_plot_is_drawn(tmp_path):
     csv_path = _write_sweep(tmp_path, with_items=False)
     written, notes = plot_sweep(csv_path, tmp_path)

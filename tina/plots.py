@@ -5,8 +5,10 @@ What it does, from the files `tina.sweep` writes:
   budgets as a curve (each point labelled with its budget), `auto` (the heads' budget) as a
   marked point; from `budget_sweep_<split>.csv`;
 - `<stem>_reliability.png`: a reliability diagram per budget (accuracy against mean confidence
-  in equal-width bins, ECE in the legend, the diagonal for reference) over a histogram of the
-  confidences; from the items CSV;
+  in equal-width bins, ECE in the legend, the diagonal for reference; a marker's area grows with
+  its bin's item count, and the line joins only bins of `MIN_JOINED_COUNT` items or more, so a
+  bin of one item does not draw a spike) over a histogram of the confidences; from the items
+  CSV;
 - `<stem>_budget.png`: the heads' predicted budget against the think tokens used (and the gold
   budget) for `auto` (else the largest fixed budget), with the diagonal; from the items CSV.
 `quality_figure`, `reliability_figure` and `budget_figure` return `matplotlib.figure.Figure`
@@ -121,6 +123,9 @@ def _by_budget(items: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str
     return {k: groups[k] for k in sorted(groups, key=budget_sort_key)}
 
 
+MIN_JOINED_COUNT = 5  #: reliability bins with fewer items get a marker, but no line through them
+
+
 def reliability_figure(
     items: Sequence[Mapping[str, Any]], n_bins: int = 10, title: str = ""
 ) -> Figure:
@@ -140,11 +145,19 @@ def reliability_figure(
         conf, labels = [c for c, _ in pairs], [y for _, y in pairs]
         bins = [b for b in reliability_bins(conf, labels, n_bins) if b["count"]]
         name = "auto" if budget == AUTO else f"B={budget}"
-        top.plot(
+        joined = [b for b in bins if b["count"] >= MIN_JOINED_COUNT]
+        (line,) = top.plot(
+            [b["confidence"] for b in joined],
+            [b["accuracy"] for b in joined],
+            "-",
+            label=f"{name} (ECE {ece(conf, labels, n_bins):.3f}, n={len(pairs)})",
+        )
+        top.scatter(
             [b["confidence"] for b in bins],
             [b["accuracy"] for b in bins],
-            "o-",
-            label=f"{name} (ECE {ece(conf, labels, n_bins):.3f}, n={len(pairs)})",
+            s=[8 + 72 * math.sqrt(b["count"] / len(pairs)) for b in bins],
+            color=line.get_color(),
+            zorder=3,
         )
         centers = [(b["lo"] + b["hi"]) / 2 for b in bins]
         bottom.plot(centers, [b["count"] for b in bins], "o-", alpha=0.8)
