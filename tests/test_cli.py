@@ -115,3 +115,16 @@ def test_chat_uses_the_shipped_introspection_parts_and_calibration_by_default(ca
     assert main(["chat", "--prompt", "Add 37 and 45", "--json", "--no-introspection"]) == 0
     alone = json.loads(capsys.readouterr().out)["telemetry"]
     assert alone["plan"] is None and alone["confidence_before"] is None
+
+
+@pytest.mark.parametrize(
+    ("stops", "printed"),
+    [(["2"], "8"), (["82"], ""), (["2x"], "82"), (["x", "82"], "")],
+    ids=["cut", "whole-answer", "held-then-printed", "second-stop"],
+)
+def test_chat_streams_the_answer_up_to_a_stop_string(capsys, stops, printed):
+    """Streaming prints a tail that might begin a stop string only once it cannot: "8" of
+    "82" is never printed under the stop "82", and "2" of "82" is printed under "2x"."""
+    flags = [arg for stop in stops for arg in ("--stop", stop)]
+    assert main(["chat", "--prompt", "Add 37 and 45", *flags]) == 0
+    assert capsys.readouterr().out == printed + "\n"

@@ -192,6 +192,30 @@ def test_visible_reasoning_goes_to_reasoning_content(engine, client):
     assert "".join(d.content or "" for d in deltas) == "82"
 
 
+def test_stop_ends_the_answer_before_it_streaming_included(engine, server):
+    client = server.client()
+    want = solo(engine, "Add 37 and 45", visible_cot=True)
+    assert want.answer == "82"
+    stop, kept = "2", "8"  # a stop string inside the answer (and in the thinking too)
+    assert stop in want.think_text
+    got = ask(client, "Add 37 and 45", stop=[stop, "never"])
+    assert got.choices[0].message.content == kept and got.choices[0].finish_reason == "stop"
+    chunks = list(ask(client, "Add 37 and 45", stop=stop, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == kept
+    # "2" might begin "2x": held back while it might, sent once the answer is whole
+    chunks = list(ask(client, "Add 37 and 45", stop="2x", stream=True))
+    pieces = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
+    assert "".join(pieces) == "82" and "8" in pieces
+    shown = ask(client, "Add 37 and 45", stop=stop, extra_body={"visible_cot": True})
+    message = shown.choices[0].message
+    assert message.reasoning_content == want.think_text and message.content == kept
+    for bad in (["a", "b", "c", "d", "e"], [""]):
+        error = assert_openai_error(post(server, _body(stop=bad)), 400)
+        assert error["param"] == "stop"
+
+
 @pytest.mark.parametrize("cap", [0, 5, 13], ids=lambda c: f"think{c}")
 def test_max_thinking_tokens_caps_the_thinking(client, cap):
     got = ask(client, "Multiply 4821 by 7", extra_body={"max_thinking_tokens": cap})

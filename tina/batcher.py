@@ -36,12 +36,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 from tina.engine import THINK, Engine, Request, Result
+from tina.stop_strings import streamable
 from tina.tags import THINK_CLOSE, extract_answer, split_reasoning
 
 REASONING, CONTENT = "reasoning", "content"
@@ -78,10 +79,11 @@ Sink = Callable[[Delta], None]
 
 class TextDeltas:
     """The growing reasoning/answer text of one row, fed token by token (`feed`), emitted as the
-    new part of what `split_reasoning`/`extract_answer` give for the completion so far."""
+    new part of what `split_reasoning`/`extract_answer` give for the completion so far; of the
+    answer, what `tina.stop_strings.streamable` allows under the request's `stops`."""
 
-    def __init__(self, tokenizer: Any, visible: bool) -> None:
-        self.tokenizer, self.visible = tokenizer, visible
+    def __init__(self, tokenizer: Any, visible: bool, stops: Sequence[str] = ()) -> None:
+        self.tokenizer, self.visible, self.stops = tokenizer, visible, tuple(stops)
         self.ids: list[int] = []
         self.sent = {REASONING: "", CONTENT: ""}
 
@@ -98,8 +100,8 @@ class TextDeltas:
             return self._delta(reasoning=split_reasoning(closed)[0])
         if self.visible:
             think, answer = split_reasoning(text)
-            return self._delta(reasoning=think, content=answer)
-        return self._delta(content=extract_answer(text))
+            return self._delta(reasoning=think, content=streamable(answer, self.stops))
+        return self._delta(content=streamable(extract_answer(text), self.stops))
 
     def finish(self, result: Result) -> Delta | None:
         """What is left to send once the row's final result is known."""
@@ -243,7 +245,7 @@ class Batcher:
             for t in batch
         ]
         streams = {
-            i: TextDeltas(engine.tokenizer, visible[i])
+            i: TextDeltas(engine.tokenizer, visible[i], t.request.stop)
             for i, t in enumerate(batch)
             if t.sink is not None
         }

@@ -17,15 +17,20 @@ from typing import Any, TextIO
 
 from tina.engine import ANSWER, THINK, Engine, Request
 from tina.runtime import load_engine, request_from_args
+from tina.stop_strings import streamable
 from tina.tags import tag_ids
 
 
 class Streamer:
     """Prints the text of each phase as tokens arrive, decoding incrementally (byte tokens may
-    split a UTF-8 character, so the delta of the decoded text is printed, not single tokens)."""
+    split a UTF-8 character, so the delta of the decoded text is printed, not single tokens);
+    of the answer, what `tina.stop_strings.streamable` allows under the request's stop strings,
+    the rest once the answer is whole (`finish`)."""
 
-    def __init__(self, tokenizer: Any, visible: bool, out: TextIO) -> None:
-        self.tokenizer, self.visible, self.out = tokenizer, visible, out
+    def __init__(
+        self, tokenizer: Any, visible: bool, out: TextIO, stops: tuple[str, ...] = ()
+    ) -> None:
+        self.tokenizer, self.visible, self.out, self.stops = tokenizer, visible, out, stops
         self.tags = set(tag_ids(tokenizer).values()) | {tokenizer.eos_token_id}
         self.ids: dict[str, list[int]] = {THINK: [], ANSWER: []}
         self.printed: dict[str, str] = {THINK: "", ANSWER: ""}
@@ -41,9 +46,20 @@ class Streamer:
         text = self.tokenizer.decode(self.ids[phase], skip_special_tokens=False)
         if text.endswith("\ufffd"):
             return  # wait for the rest of a multi-byte character
-        self.out.write(text[len(self.printed[phase]) :])
-        self.out.flush()
-        self.printed[phase] = text
+        if phase == ANSWER:
+            text = streamable(text, self.stops)
+        self._print(phase, text)
+
+    def finish(self, answer: str) -> None:
+        """Print what the answer holds beyond what was printed (a held-back tail)."""
+        self._print(ANSWER, answer)
+
+    def _print(self, phase: str, text: str) -> None:
+        printed = self.printed[phase]
+        if len(text) > len(printed) and text.startswith(printed):
+            self.out.write(text[len(printed) :])
+            self.out.flush()
+            self.printed[phase] = text
 
 
 def answer_question(
@@ -51,7 +67,9 @@ def answer_question(
 ) -> None:
     """Answer one question, printing to `out`."""
     visible = engine.config.visible_cot if request.visible_cot is None else request.visible_cot
-    streamer = Streamer(engine.tokenizer, visible, out) if stream and not as_json else None
+    streamer = None
+    if stream and not as_json:
+        streamer = Streamer(engine.tokenizer, visible, out, request.stop)
     (result,) = engine.generate([request], on_token=streamer)
     if as_json:
         payload = {
@@ -62,6 +80,7 @@ def answer_question(
             payload["reasoning"] = result.think_text
         out.write(json.dumps(payload) + "\n")
     elif streamer is not None:
+        streamer.finish(result.answer)
         out.write("\n")
     elif visible:
         out.write(f"[thinking] {result.think_text}\n[answer] {result.answer}\n")

@@ -57,6 +57,7 @@ from tina.calibration import Calibration, apply_budget, apply_confidence, apply_
 from tina.contract import PLAN_CLASSES
 from tina.metacog_heads import record_taps
 from tina.side_adapters import think_mask_context
+from tina.stop_strings import cut_at_stop
 from tina.tags import (
     ANSWER_CLOSE,
     ANSWER_OPEN,
@@ -116,6 +117,9 @@ class Request:
     #: run the exit check (step 2) at this request's budget; None: only at the heads' budget
     #: (a fixed budget is exact), True also at a fixed one (the budget policy's samples)
     exit_check: bool | None = None
+    #: the answer ends at the first of these (OpenAI's `stop`; not part of the answer; the
+    #: thinking is never cut by them: `tina.stop_strings`)
+    stop: tuple[str, ...] = ()
 
 
 @dataclass
@@ -199,6 +203,9 @@ class _Row:
     confidence_after: float | None = None
     think_limit: int | None = None  #: most think tokens `max_tokens` allows (one left to answer)
     token_limit: int | None = None  #: the request's `max_tokens`
+    stops: tuple[str, ...] = ()  #: the request's stop strings (answer only)
+    answer_start: int = 0  #: where the answer's tokens begin in `completion_ids`
+    stopped: bool = False  #: the answer ended at one of `stops`
     steps: int = 0  #: think tokens so far that ended a step (`tina.tags.ends_step`)
     gate_sum: float = 0.0
     gate_open: float = 0.0
@@ -367,6 +374,7 @@ class Engine:
             generator=generator,
             think_limit=think_limit,
             token_limit=request.max_tokens,
+            stops=tuple(s for s in request.stop if s),
         )
         row.step_cap = math.floor(budget * (1 + 2 * slack))
         if think_limit is not None:
@@ -463,6 +471,7 @@ class Engine:
             and len(row.completion_ids) >= 2
             and row.completion_ids[-2] == think_close
         ):
+            row.answer_start = len(row.completion_ids)
             return token, False  # the forced opening tag
         if token in (answer_close, eos, think_close):
             # a stray `</think>` ends the answer too: `extract_answer` would otherwise re-read
@@ -471,10 +480,26 @@ class Engine:
             row.phase = DONE
             return answer_close, False
         row.answer_ids.append(token)
+        if row.stops and self._stop_answer(row):
+            return answer_close, False
         if len(row.answer_ids) >= row.answer_cap:
             row.forced = [answer_close]
             row.forced_answer_close = True
         return token, False
+
+    def _stop_answer(self, row: _Row) -> bool:
+        """When the answer so far holds one of the row's stop strings, end the row with the
+        answer cut before it (re-encoded: the tokens after the cut were never meant to be
+        read); the model is fed `</answer>`."""
+        text = self.tokenizer.decode(row.answer_ids, skip_special_tokens=False)
+        cut = cut_at_stop(text, row.stops)
+        if cut is None:
+            return False
+        row.answer_ids = self.tokenizer.encode(cut, add_special_tokens=False) if cut else []
+        close = self.ids[ANSWER_CLOSE]
+        row.completion_ids = [*row.completion_ids[: row.answer_start], *row.answer_ids, close]
+        row.phase, row.stopped = DONE, True
+        return True
 
     def _ends_step(self, token: int) -> bool:
         """`tina.tags.ends_step` of the token's text (cached per token id)."""

@@ -103,6 +103,12 @@ def add_decoding_arguments(parser: Any) -> None:
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
     parser.add_argument("--seed", type=int, default=None, help="sampling seed")
+    parser.add_argument(
+        "--stop",
+        action="append",
+        default=None,
+        help="end the answer before this string (repeatable; the thinking is never cut)",
+    )
 
 
 def request_from_args(args: Any, prompt: str, visible_cot: bool | None) -> Request:
@@ -115,4 +121,5 @@ def request_from_args(args: Any, prompt: str, visible_cot: bool | None) -> Reque
         seed=args.seed,
         visible_cot=visible_cot,
         max_answer_tokens=args.max_answer_tokens,
+        stop=tuple(getattr(args, "stop", None) or ()),
     )

@@ -13,8 +13,10 @@ What it does:
   telemetry rides along in an extra `telemetry` field (in the last chunk when streaming).
 - The question is the text of the last `user` message: the models Tina ships answer one question
   at a time, so earlier turns and system messages are not sent to the model. `temperature`
-  defaults to 0 (greedy); `seed` makes sampling reproducible per request. Other OpenAI fields
-  (`stop`, `tools`, `logprobs`, …) are accepted and ignored; `n` must be 1.
+  defaults to 0 (greedy); `seed` makes sampling reproducible per request. `stop` (a string or
+  up to four) ends the answer before the first one, which is not sent, streaming included
+  (`tina.stop_strings`; the hidden thinking is never cut by them). Other OpenAI fields
+  (`tools`, `logprobs`, …) are accepted and ignored; `n` must be 1.
 - Safety: Bearer API keys (compared with `hmac.compare_digest`) when `auth.require_auth`; the
   body size is checked before it is parsed (Content-Length, then the bytes actually read);
   prompt length and `max_tokens` limits; a full queue is 429; malformed JSON and wrong types are
@@ -57,6 +59,7 @@ from tina.redact import redact
 from tina.service_config import ConfigError, Limits, Problem, ServiceConfig
 
 logger = logging.getLogger("tina.serve")
+MAX_STOP_STRINGS = 4  #: as OpenAI's API allows
 
 EMBEDDED_MODEL_NAME = "tina-embedded"
 _LOGGED_PROMPT_CHARS = 80
@@ -131,6 +134,7 @@ class ChatCompletionRequest(_Strict):
     top_p: float | None = Field(default=None, gt=0, le=1)
     seed: int | None = None
     n: int | None = None
+    stop: str | list[str] | None = None  #: the answer ends before the first of these (≤ 4)
     visible_cot: bool | None = None  #: Tina: show the thinking in `reasoning_content`
     max_thinking_tokens: int | None = Field(default=None, ge=0)  #: Tina: cap on thinking
 
@@ -223,6 +227,14 @@ def engine_request(chat: ChatCompletionRequest, engine: Engine, limits: Limits) 
             param=name,
             code="invalid_value",
         )
+    stops = [chat.stop] if isinstance(chat.stop, str) else list(chat.stop or [])
+    if len(stops) > MAX_STOP_STRINGS or not all(stops):
+        raise APIError(
+            400,
+            f"stop: at most {MAX_STOP_STRINGS} non-empty strings, got {stops!r}"[:200],
+            param="stop",
+            code="invalid_value",
+        )
     config = engine.config
     budget_cap = config.budget_cap
     if chat.max_thinking_tokens is not None:  # the soft cap, slack included, stays within it
@@ -237,6 +249,7 @@ def engine_request(chat: ChatCompletionRequest, engine: Engine, limits: Limits) 
         seed=chat.seed,
         visible_cot=config.visible_cot if chat.visible_cot is None else chat.visible_cot,
         max_tokens=max_tokens,
+        stop=tuple(stops),
     )
 
 
