@@ -31,8 +31,9 @@ on-policy training). A batch of requests runs on ONE KV cache:
    (off by default) a row at its soft cap whose confidence is below a threshold gets one
    budget extension instead of the forced `</think>`.
 5. **answer**: `<answer>` is forced after `</think>` (the answer phase always runs); the row
-   ends at `</answer>` (EOS or a stray `</think>` is fed as `</answer>`) or, at the answer cap,
-   `</answer>` is forced.
+   ends at `</answer>` (EOS or a stray `</think>` is fed as `</answer>`), at the first of the
+   request's stop strings (`Request.stop`: the answer is cut before it and `</answer>` fed), or,
+   at the answer cap, `</answer>` is forced.
 6. **finalize**: hidden chain of thought returns only `extract_answer`'s text; visible returns
    the whole completion. Every request gets its `Telemetry`.
 
@@ -205,7 +206,6 @@ class _Row:
     token_limit: int | None = None  #: the request's `max_tokens`
     stops: tuple[str, ...] = ()  #: the request's stop strings (answer only)
     answer_start: int = 0  #: where the answer's tokens begin in `completion_ids`
-    stopped: bool = False  #: the answer ended at one of `stops`
     steps: int = 0  #: think tokens so far that ended a step (`tina.tags.ends_step`)
     gate_sum: float = 0.0
     gate_open: float = 0.0
@@ -498,7 +498,7 @@ class Engine:
         row.answer_ids = self.tokenizer.encode(cut, add_special_tokens=False) if cut else []
         close = self.ids[ANSWER_CLOSE]
         row.completion_ids = [*row.completion_ids[: row.answer_start], *row.answer_ids, close]
-        row.phase, row.stopped = DONE, True
+        row.phase = DONE
         return True
 
     def _ends_step(self, token: int) -> bool:
