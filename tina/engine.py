@@ -135,7 +135,10 @@ class Telemetry:
     think_tokens: int  #: tokens spent thinking (`count_think_tokens`)
     answer_tokens: int  #: answer tokens, tags excluded
     confidence_before: float | None  #: confidence from the prompt, before thinking
-    confidence_after: float | None  #: confidence read again at `</think>`
+    #: the confidence head read again at `</think>`, under the calibration fitted before
+    #: thinking (not fitted for this position: on the shipped parts it is not informative;
+    #: `confidence_before` is the calibrated one)
+    confidence_after: float | None
     extended: bool  #: the one budget extension was granted
     forced_think_close: bool  #: thinking was cut at the soft cap (or closed for the model)
     forced_answer_close: bool  #: the answer hit its cap
