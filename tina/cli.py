@@ -249,8 +249,8 @@ def cmd_tui(args: argparse.Namespace) -> int:
 def cmd_recipe(args: argparse.Namespace) -> int:
     """Run the think-less recipe (phases A→C, budget RL, calibration, the result table)."""
     from tina.recipe import (
-        STAGES,
         RecipeResumeError,
+        check_stage,
         default_ship_dir,
         load_recipe_config,
         run_recipe,
@@ -262,11 +262,10 @@ def cmd_recipe(args: argparse.Namespace) -> int:
     except TrainConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.start not in STAGES:
-        print(
-            f"error: --from: unknown stage {args.start!r}; one of {', '.join(STAGES)}",
-            file=sys.stderr,
-        )
+    try:
+        check_stage(args.start)
+    except ValueError as exc:
+        print(f"error: --from: {exc}", file=sys.stderr)
         return 2
     if args.output_dir:
         config.output_dir = args.output_dir

@@ -461,7 +461,7 @@ class Engine:
                     row.exit_checks and not step_end and used < row.step_cap
                 ):
                     self._at_soft_cap(row)
-                elif step_end and closes_at_step_end(len(row.think_ids), row.steps, row.budget):
+                elif step_end and closes_at_step_end(used, row.steps, row.budget):
                     if row.check_exit:
                         row.pending_exit = True  # `_assess` reads the heads here first
                     else:

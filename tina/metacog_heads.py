@@ -143,10 +143,14 @@ class MetacogOutput:
     extensions: dict[str, torch.Tensor] = field(default_factory=dict)  #: optional heads
     exit_logit: torch.Tensor | None = None  #: (B,) readiness to stop thinking (`exit_head`)
 
+    def readiness_logit(self) -> torch.Tensor:
+        """(B,) the logit of `readiness` (what training's `exit_bce` fits)."""
+        return self.confidence_logit if self.exit_logit is None else self.exit_logit
+
     def readiness(self) -> torch.Tensor:
         """(B,) the chance that an answer given at the position read is right: the exit
         output's when the heads have one, else the confidence."""
-        return self.confidence if self.exit_logit is None else torch.sigmoid(self.exit_logit)
+        return torch.sigmoid(self.readiness_logit())
 
 
 class _Outputs(nn.Module):
@@ -215,11 +219,12 @@ class MetacogHeads(nn.Module):
         pooled = [
             pool(taps[i], pool_mask, self.config.pooling) for i in self.layer_indices
         ]  # n × (B, D)
+        joined = torch.cat(pooled, dim=-1)  # (B, n·D)
         exit_logit = None
         if self.exit_trunk is not None and self.exit is not None:
-            exit_logit = self.exit(self.exit_trunk(torch.cat(pooled, dim=-1))).squeeze(-1)
+            exit_logit = self.exit(self.exit_trunk(joined)).squeeze(-1)
         if not self.config.per_layer:
-            result = _to_output(self.outputs(self.trunks[0](torch.cat(pooled, dim=-1))))
+            result = _to_output(self.outputs(self.trunks[0](joined)))
             result.exit_logit = exit_logit
             return result
         features = torch.stack(
@@ -238,7 +243,7 @@ class MetacogHeads(nn.Module):
 
 
 def _to_output(out: dict[str, torch.Tensor]) -> MetacogOutput:
-    core = {"plan_logits", "budget", "confidence_logit", "confidence", "exit_logit"}
+    core = {"plan_logits", "budget", "confidence_logit", "confidence"}
     return MetacogOutput(
         plan_logits=out["plan_logits"],
         budget=out["budget"],

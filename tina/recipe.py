@@ -240,10 +240,10 @@ def _train_phase(
     extra: dict[str, Any],
     start: Path | None,
     resume: bool,
-) -> Path:
-    """One trainer run (the phased trainer, one phase); returns its last checkpoint. With
-    `resume` it goes on from the last checkpoint in `out`; without, `out` is emptied first (a
-    checkpoint there was trained on the inputs an earlier run wrote)."""
+) -> None:
+    """One trainer run (the phased trainer, one phase; `_checkpoint_of` finds its last
+    checkpoint). With `resume` it goes on from the last checkpoint in `out`; without, `out` is
+    emptied first (a checkpoint there was trained on the inputs an earlier run wrote)."""
     if not resume:
         shutil.rmtree(out, ignore_errors=True)
     raw: dict[str, Any] = {
@@ -262,10 +262,6 @@ def _train_phase(
     path = out.parent / f"{name}_config.yaml"
     _write_text(path, yaml.safe_dump(raw, sort_keys=False))
     train(load_train_config(path), resume=True, progress=False)
-    checkpoint = latest_checkpoint(out)
-    if checkpoint is None:
-        raise RuntimeError(f"{out}: phase {name} wrote no checkpoint")
-    return checkpoint
 
 
 def _items(records: list[dict[str, Any]], where: str) -> list[EvalItem]:
@@ -283,6 +279,12 @@ STAGES = (
 )  #: the stages, in order (`run_recipe(start=...)`, `tina recipe --from`; see module docstring)
 SPLITS = ("test", "dev", "search", "train")  #: the data stage's files, `<split>.jsonl`
 SEARCH_FILE = "minimal_budgets.json"  #: what the minimal-budget search found, per search item
+
+
+def check_stage(start: str) -> None:
+    """A ValueError naming the stages unless `start` is one of them."""
+    if start not in STAGES:
+        raise ValueError(f"unknown stage {start!r}; one of {', '.join(STAGES)}")
 
 
 class RecipeResumeError(RuntimeError):
@@ -313,6 +315,17 @@ def _engine_with(parts: Path, free_budget: int) -> Engine:
     return Engine(model, tokenizer, intro, EngineConfig(budget_cap=free_budget))
 
 
+def _policy_calibration(config: RecipeConfig) -> Calibration | None:
+    """What the budget policy learns under: the exit check at `policy_exit_threshold`."""
+    if config.policy_exit_threshold is None:
+        return None
+    return Calibration(exit_threshold=config.policy_exit_threshold)
+
+
+def _rate(rows: list[dict[str, Any]], key: str) -> float:
+    return sum(float(r[key]) for r in rows) / len(rows)
+
+
 def _write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
@@ -336,8 +349,7 @@ def run_recipe(
     and a RecipeResumeError names the first missing file. Each stage reads its inputs from
     those files, so a run started at a stage gives what a full run gives with the same files:
     after a crash, or to redo the calibration and the result with changed code."""
-    if start not in STAGES:
-        raise ValueError(f"unknown stage {start!r}; the stages are {', '.join(STAGES)}")
+    check_stage(start)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -398,17 +410,16 @@ def run_recipe(
     if runs("policy"):
         ckpt_c = _checkpoint_of(out / "phase_c", "phase_c")
         found = _load_found(out / SEARCH_FILE)
-        _budget_policy(config, out, ckpt_c, search_items, found, policy, splits["dev"], log)
+        _budget_policy(config, final, ckpt_c, search_items, found, policy, splits["dev"], log)
         step("policy")
 
     calibration_path = final / "metacog_calibration.json"
     dev_items = _items(splits["dev"], "dev")
-    parts = _written_by(final / CONFIG_NAME, "policy").parent
+    engine = _engine_with(_written_by(final / CONFIG_NAME, "policy").parent, config.free_budget)
     if runs("calibration"):
-        _calibration(config, _engine_with(parts, config.free_budget), splits["dev"], policy, log)
+        _calibration(config, engine, splits["dev"], dev_items, calibration_path, policy, log)
         step("calibration")
 
-    engine = _engine_with(parts, config.free_budget)
     engine.calibration = load_calibration(_written_by(calibration_path, "calibration"))
     test_items = _items(splits["test"], "test")
     plain, tokenizer = load_model()
@@ -416,8 +427,8 @@ def run_recipe(
     ref_rows, _ = decode_items(reference_engine, test_items, config.free_budget, config.batch_size)
     reference = {
         "budget": config.free_budget,
-        "exact_match": sum(r["correct"] for r in ref_rows) / len(ref_rows),
-        "avg_think_tokens": sum(r["think_tokens"] for r in ref_rows) / len(ref_rows),
+        "exact_match": _rate(ref_rows, "correct"),
+        "avg_think_tokens": _rate(ref_rows, "think_tokens"),
     }
     artifacts = out / "artifacts"
     result = sweep_engine(
@@ -457,8 +468,8 @@ def run_recipe(
         )
     summary["dev"] = {
         "n": len(dev_rows),
-        "reference_exact_match": sum(r["correct"] for r in dev_rows) / len(dev_rows),
-        "reference_think_tokens": sum(r["think_tokens"] for r in dev_rows) / len(dev_rows),
+        "reference_exact_match": _rate(dev_rows, "correct"),
+        "reference_think_tokens": _rate(dev_rows, "think_tokens"),
         "tina_exact_match": served["exact_match"],
         "tina_think_tokens": served["avg_think_tokens"],
         "exit_threshold": threshold,
@@ -484,7 +495,7 @@ def run_recipe(
 
 def _budget_policy(
     config: RecipeConfig,
-    out: Path,
+    final: Path,
     checkpoint: Path,
     search_items: list[EvalItem],
     found: list[BudgetFound],
@@ -492,10 +503,10 @@ def _budget_policy(
     dev_records: list[dict[str, Any]],
     log: Callable[[str], None],
 ) -> None:
-    """The budget RL on the phase-C parts, then pruning; writes `final/` and the history."""
+    """The budget RL on the phase-C parts, then pruning; writes `final/` and, beside it, the
+    history."""
     engine = _engine_with(checkpoint, config.free_budget)
-    if config.policy_exit_threshold is not None:  # the policy learns under the serving rule
-        engine.calibration = Calibration(exit_threshold=config.policy_exit_threshold)
+    engine.calibration = _policy_calibration(config)  # the policy learns under the serving rule
     policy_items = [it for it, f in zip(search_items, found, strict=True) if f.free_correct]
     history = train_budget_policy(
         engine,
@@ -506,7 +517,7 @@ def _budget_policy(
             f"think {r['think_tokens']:.1f} budget {r['budget']:.1f} std {r['std']:.3f}"
         ),
     )
-    _write_text(out / "policy_history.json", json.dumps(history, indent=1) + "\n")
+    _write_text(final.parent / "policy_history.json", json.dumps(history, indent=1) + "\n")
     from tina.pruning import prune_dead_adapters
     from tina.train_data import example_from_record
 
@@ -520,13 +531,15 @@ def _budget_policy(
         config.prune_gates_below,
     )
     log(f"[recipe] pruned side adapters {pruned} (gate score < {config.prune_gates_below})")
-    save_introspection(engine.introspection, out / "final")
+    save_introspection(engine.introspection, final)
 
 
 def _calibration(
     config: RecipeConfig,
     engine: Engine,
     dev_records: list[dict[str, Any]],
+    dev_items: list[EvalItem],
+    calibration_path: Path,
     policy: BudgetPolicyConfig,
     log: Callable[[str], None],
 ) -> None:
@@ -534,15 +547,13 @@ def _calibration(
     from tina.calibrate import calibrate_on_records
     from tina.exit_check import fit_exit_threshold
 
-    calibration_path = Path(config.output_dir) / "final" / "metacog_calibration.json"
-    if config.policy_exit_threshold is not None:  # as the policy left the engine
-        engine.calibration = Calibration(exit_threshold=config.policy_exit_threshold)
+    engine.calibration = _policy_calibration(config)  # as the policy left the engine
     figures = calibrate_on_records(engine, dev_records, calibration_path)
     log(f"[recipe] calibration: {json.dumps({k: round(v, 4) for k, v in figures.items()})}")
     engine.calibration = load_calibration(calibration_path)
     threshold, tried = fit_exit_threshold(
         engine,
-        _items(dev_records, "dev"),
+        dev_items,
         [None, *config.exit_thresholds],
         policy.lam,
         config.batch_size,

@@ -171,11 +171,6 @@ def _heads_at_think_close(
     return intro.heads(taps, mask)
 
 
-def _exit_logit(heads: Any) -> torch.Tensor:
-    """The logit the engine's exit check reads: the exit output's, else the confidence's."""
-    return heads.confidence_logit if heads.exit_logit is None else heads.exit_logit
-
-
 def training_step_losses(
     model: Any, intro: Introspection, batch: dict[str, torch.Tensor], weights: dict[str, float]
 ) -> tuple[torch.Tensor, dict[str, float], Any]:
@@ -209,7 +204,7 @@ def training_step_losses(
             )
         ),
         "exit_bce": confidence_bce(
-            _exit_logit(_heads_at_think_close(intro, taps, batch, offset=-1)),
+            _heads_at_think_close(intro, taps, batch, offset=-1).readiness_logit(),
             torch.where(batch["think_mask"].sum(1) > 0, batch["correct_after"], -1.0),
         )
         if "exit_bce" in on
