@@ -1,7 +1,7 @@
 """Decode-loop cost of the engine against a plain `model.generate` loop, for the same tokens.
 
 For one model (the embedded one by default) and held-out task-suite questions (seed 4242, the
-tasks interleaved), this times `tina.engine.Engine.generate` and, as the baseline, the bare
+tasks interleaved), this times `tina.engine.loop.Engine.generate` and, as the baseline, the bare
 model's `model.generate` (greedy, KV cache, no EOS, `min_new_tokens = max_new_tokens = N`) made
 to decode exactly as many new tokens as the engine did: N is the longest completion of the
 engine's batch (the engine keeps finished rows in the batch, fed a pad, until the last row ends,
@@ -40,10 +40,10 @@ from typing import Any
 import torch
 from transformers import GenerationConfig
 
-from tina.engine import Engine, EngineConfig, Request
-from tina.introspection import attach_introspection
-from tina.models import load_model, render_prompt
-from tina.tasks import TASKS, generate_records
+from tina.core.introspection import attach_introspection
+from tina.core.models import load_model, render_prompt
+from tina.data.tasks import TASKS, generate_records
+from tina.engine.loop import Engine, EngineConfig, Request
 
 SEED = 4242  #: held out: training and evaluation data use other seeds
 GOAL_SINGLE, GOAL_BATCH = 1.05, 1.0  #: the largest acceptable ratio (engine / generate time)

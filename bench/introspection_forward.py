@@ -19,10 +19,10 @@ import time
 
 import torch
 
-from tina.introspection import attach_introspection
-from tina.metacog_heads import record_taps
-from tina.models import load_model
-from tina.side_adapters import think_mask_context
+from tina.core.introspection import attach_introspection
+from tina.core.metacog_heads import record_taps
+from tina.core.models import load_model
+from tina.core.side_adapters import think_mask_context
 
 
 def main() -> None:
@@ -88,8 +88,8 @@ def main() -> None:
 
 
 def _reattach(model, intro):
-    from tina.metacog_heads import attach_taps
-    from tina.side_adapters import attach_side_adapters
+    from tina.core.metacog_heads import attach_taps
+    from tina.core.side_adapters import attach_side_adapters
 
     _, handles = attach_side_adapters(
         model, intro.adapter_layers, intro.config.adapter, adapters=intro.adapters

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from tina.introspection import IntrospectionConfig, attach_introspection
-from tina.models import load_model
-from tina.selfplay.config import SelfPlayConfig
+from tina.core.introspection import IntrospectionConfig, attach_introspection
+from tina.core.models import load_model
 from tina.selfplay.loop import eval_tasks, evaluate_per_task, new_state, run_iterations
 from tina.selfplay.rewards import histogram
+from tina.train.selfplay_config import SelfPlayConfig
 
 
 def rate(solved: list[bool]) -> float:

@@ -37,9 +37,9 @@ from typing import Any
 
 import httpx
 
-from tina.serve import EMBEDDED_MODEL_NAME
-from tina.service_config import load_service_config
-from tina.tasks import TASKS, generate_records
+from tina.data.tasks import TASKS, generate_records
+from tina.serve.app import EMBEDDED_MODEL_NAME
+from tina.serve.service_config import load_service_config
 
 SEED = 4242  #: held out: training and evaluation data use other seeds
 GOAL = 4.0  #: concurrent / sequential throughput at 16 clients

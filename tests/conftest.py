@@ -50,7 +50,7 @@ def byte_char_tokenizer_with_think() -> PreTrainedTokenizerFast:
 @pytest.fixture(scope="session")
 def embedded():
     """(model, tokenizer) of the embedded model, loaded once per test session."""
-    from tina.models import load_model
+    from tina.core.models import load_model
 
     return load_model(device="cpu")
 
@@ -59,7 +59,7 @@ def _tiny_qwen_with_tags():
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from tina.tags import ensure_reasoning_tokens
+    from tina.core.tags import ensure_reasoning_tokens
 
     tokenizer = _byte_char_tokenizer(with_think=False)
     ensure_reasoning_tokens(tokenizer)

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from tina.batcher import Batcher, BatcherClosed, Delta, QueueFull, TextDeltas
-from tina.engine import ANSWER, THINK, Engine, EngineConfig, Request
+from tina.engine.loop import ANSWER, THINK, Engine, EngineConfig, Request
+from tina.serve.batcher import Batcher, BatcherClosed, Delta, QueueFull, TextDeltas
 
 PROMPTS = [
     "Add 37 and 45",

@@ -6,19 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tina.budget_policy import (
-    BudgetPolicy,
-    budget_reward,
-    leave_one_out_baseline,
-    reinforce_loss,
-)
-from tina.budget_result import dev_line, result_table
-from tina.budget_search import BudgetSearchConfig, budget_records, minimal_budgets
-from tina.engine import Request, Result, Telemetry
+from tina.data.tasks import generate_records
+from tina.engine.loop import Request, Result, Telemetry
+from tina.eval.budget_result import dev_line, result_table
+from tina.eval.metrics import budget_reward
+from tina.eval.sweep import AUTO, item_from_record
 from tina.recipe import RecipeConfig, build_splits, load_recipe_config
-from tina.sweep import AUTO, item_from_record
-from tina.tasks import generate_records
-from tina.train_config import TrainConfigError
+from tina.train.budget_policy import BudgetPolicy, leave_one_out_baseline, reinforce_loss
+from tina.train.budget_search import BudgetSearchConfig, budget_records, minimal_budgets
+from tina.train.config import TrainConfigError
 
 
 def _telemetry(think: int, budget: int) -> Telemetry:
@@ -227,8 +223,8 @@ def test_recipe_splits_have_unique_ids_and_a_separate_test_set():
 
 
 def test_exit_threshold_is_the_one_with_the_best_reward(items):
-    from tina.calibration import Calibration
-    from tina.exit_check import fit_exit_threshold
+    from tina.core.calibration import Calibration
+    from tina.eval.exit_check import fit_exit_threshold
 
     class ThresholdEngine:
         """Without a check half the items fail at 40 tokens; a check at 0.5 thinks 10 more and

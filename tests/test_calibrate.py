@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from tina.calibrate import (
+from tina.cli import main
+from tina.core.calibration import Calibration, apply_plan, load_calibration
+from tina.core.introspection import attach_introspection, save_introspection
+from tina.core.models import embedded_model_dir, load_model
+from tina.core.plans import PLAN_CLASSES
+from tina.data.contract import write_contract_jsonl
+from tina.data.tasks import generate_records
+from tina.engine.loop import Engine, EngineConfig
+from tina.eval.calibrate import (
     PROBE_TEMPERATURE,
     T_MAX,
     T_MIN,
@@ -25,15 +33,8 @@ from tina.calibrate import (
     gather_calibration_eval,
     run_calibration,
 )
-from tina.calibration import Calibration, apply_plan, load_calibration
-from tina.cli import main
-from tina.contract import PLAN_CLASSES, write_contract_jsonl
-from tina.engine import Engine, EngineConfig
-from tina.introspection import attach_introspection, save_introspection
-from tina.metrics import ece
-from tina.models import embedded_model_dir, load_model
-from tina.sweep import AUTO, SweepError, item_confidence, item_from_record, request_for
-from tina.tasks import generate_records
+from tina.eval.metrics import ece
+from tina.eval.sweep import AUTO, SweepError, item_confidence, item_from_record, request_for
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -259,7 +260,7 @@ def test_cli_calibrate_prints_before_and_after(tmp_path, capsys):
 def test_platt_bias_fixes_a_confidence_that_is_too_low_on_average():
     """Informative but biased logits (every confidence ≈ 0.3 too low): a temperature alone
     cannot lift them; the fitted bias does, and the NLL is at its minimum."""
-    from tina.calibrate import fit_confidence
+    from tina.eval.calibrate import fit_confidence
 
     rng = random.Random(4)
     logits, labels = [], []
@@ -279,8 +280,8 @@ def test_platt_bias_fixes_a_confidence_that_is_too_low_on_average():
 def test_confidence_map_is_isotonic_and_fixes_a_shape_platt_cannot():
     """Confidence right at both ends but too high in the middle: the isotonic knots are
     monotone, lower the middle, and cut ECE on the fitting data."""
-    from tina.calibrate import fit_confidence_map
-    from tina.calibration import Calibration, apply_confidence
+    from tina.core.calibration import Calibration, apply_confidence
+    from tina.eval.calibrate import fit_confidence_map
 
     rng = random.Random(2)
     probs, labels = [], []
@@ -306,9 +307,9 @@ def test_confidence_map_gives_a_large_block_its_accuracy_and_keeps_the_order():
     nine times in ten (every group alike, so PAV pools each range whole). Every item maps to
     its block's accuracy, the lower half of the large block included (knots at the blocks'
     means would pull it towards the other block), and distinct confidences keep their order."""
-    from tina.calibrate import MAP_RISE, fit_confidence_map
-    from tina.calibration import Calibration, apply_confidence
-    from tina.metrics import auroc
+    from tina.core.calibration import Calibration, apply_confidence
+    from tina.eval.calibrate import MAP_RISE, fit_confidence_map
+    from tina.eval.metrics import auroc
 
     low = [0.01 + 0.59 * i / 300 for i in range(300)]
     high = [0.6 + 0.39 * (i + 1) / 700 for i in range(700)]
@@ -327,7 +328,7 @@ def test_confidence_map_gives_a_large_block_its_accuracy_and_keeps_the_order():
 
 
 def test_confidence_map_knots_that_meet_in_float32_give_a_number():
-    from tina.calibration import Calibration, apply_confidence
+    from tina.core.calibration import Calibration, apply_confidence
 
     knots = {"x": [0.5, 0.5 + 1e-12, 0.9], "y": [0.2, 0.3, 0.8]}
     logits = torch.tensor([0.0, 0.0, 1.0, -3.0])

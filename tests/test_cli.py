@@ -97,8 +97,8 @@ def test_chat_uses_the_shipped_introspection_parts_and_calibration_by_default(ca
     model alone (no heads: the budget cap, no plan)."""
     import json
 
-    from tina.calibration import load_calibration
-    from tina.models import embedded_model_dir
+    from tina.core.calibration import load_calibration
+    from tina.core.models import embedded_model_dir
 
     shipped = embedded_model_dir() / "introspection"
     calibration = load_calibration(shipped / "metacog_calibration.json")

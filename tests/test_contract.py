@@ -1,4 +1,5 @@
-"""Tests for tina.contract: every contract rule, strict and lenient reading, the atomic writer."""
+"""Tests for tina.data.contract: every contract rule, strict and lenient reading, the atomic
+writer."""
 
 from __future__ import annotations
 
@@ -14,19 +15,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from tina.contract import (
+from tina.core.plans import PLAN_CLASS_MEANINGS, PLAN_CLASSES, plan_index
+from tina.core.tags import REASONING_TAGS, strip_tags
+from tina.data.contract import (
     CONTRACT_RULES,
-    PLAN_CLASS_MEANINGS,
-    PLAN_CLASSES,
     ContractError,
     ContractReadResult,
     contract_schema,
-    plan_index,
     read_contract_jsonl,
     validate_record,
     write_contract_jsonl,
 )
-from tina.tags import REASONING_TAGS, strip_tags
 
 GOOD: dict[str, Any] = {
     "text": "Add 3 and 4\n<think>3+4+0=7 r7;</think><answer>7</answer>",

@@ -7,11 +7,11 @@ import json
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tina.engine import decode
-from tina.models import embedded_model_dir, render_prompt
-from tina.tags import REASONING_TAGS, tag_ids
-from tina.tasks import generate_records
-from tina.tasks.scoring import score_answer
+from tina.core.models import embedded_model_dir, render_prompt
+from tina.core.tags import REASONING_TAGS, tag_ids
+from tina.data.tasks import generate_records
+from tina.data.tasks.scoring import score_answer
+from tina.engine.loop import decode
 
 
 def test_is_a_plain_hf_model_directory():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tina.engine import decode
-from tina.tags import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, reasoning_structure_error
+from tina.core.tags import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, reasoning_structure_error
+from tina.engine.loop import decode
 
 PROMPTS = ["Add 37 and 45\n<think>", "Multiply 12 by 3\n<think>", "hello\n<think>"]
 
@@ -122,8 +122,8 @@ def test_batch_equals_single_rows_greedy(embedded):
 def _introspective_engine(model, tokenizer, **config):
     import torch
 
-    from tina.engine import Engine, EngineConfig
-    from tina.introspection import attach_introspection
+    from tina.core.introspection import attach_introspection
+    from tina.engine.loop import Engine, EngineConfig
 
     intro = attach_introspection(model)
     with torch.no_grad():
@@ -133,7 +133,7 @@ def _introspective_engine(model, tokenizer, **config):
 
 
 def test_one_prefill_then_one_forward_per_token(tiny_fresh):
-    from tina.engine import Request
+    from tina.engine.loop import Request
 
     model, tokenizer = tiny_fresh
     engine, _ = _introspective_engine(model, tokenizer, slack_ratio=0.0, max_answer_tokens=5)
@@ -151,7 +151,7 @@ def test_one_prefill_then_one_forward_per_token(tiny_fresh):
 
 
 def test_heads_drive_plan_budget_and_telemetry(tiny_fresh):
-    from tina.engine import Request
+    from tina.engine.loop import Request
 
     model, tokenizer = tiny_fresh
     engine, intro = _introspective_engine(model, tokenizer, budget_cap=40, slack_ratio=0.25)
@@ -170,7 +170,7 @@ def test_heads_drive_plan_budget_and_telemetry(tiny_fresh):
 
 
 def test_fixed_budget_overrides_heads(tiny_fresh):
-    from tina.engine import Request
+    from tina.engine.loop import Request
 
     model, tokenizer = tiny_fresh
     engine, _ = _introspective_engine(model, tokenizer, slack_ratio=0.0)
@@ -182,7 +182,7 @@ def test_fixed_budget_overrides_heads(tiny_fresh):
 def test_adapters_act_only_on_think_tokens(tiny_fresh):
     """With a fixed budget of 0 nothing is a think token: the adapters never run, so the result
     equals the bare model's."""
-    from tina.engine import Engine, EngineConfig, Request
+    from tina.engine.loop import Engine, EngineConfig, Request
 
     model, tokenizer = tiny_fresh
     bare = Engine(model, tokenizer, config=EngineConfig()).generate(
@@ -199,7 +199,7 @@ def test_adapters_act_only_on_think_tokens(tiny_fresh):
 
 
 def test_low_confidence_extends_the_budget_once(tiny_fresh):
-    from tina.engine import Request
+    from tina.engine.loop import Request
 
     model, tokenizer = tiny_fresh
     engine, _ = _introspective_engine(

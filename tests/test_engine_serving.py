@@ -9,10 +9,10 @@ import math
 import pytest
 import torch
 
-from tina.calibration import Calibration, CalibrationError, load_calibration, save_calibration
-from tina.engine import Engine, EngineConfig, Request, closes_at_step_end
-from tina.introspection import attach_introspection
-from tina.tags import REASONING_TAGS, ends_step
+from tina.core.calibration import Calibration, CalibrationError, load_calibration, save_calibration
+from tina.core.introspection import attach_introspection
+from tina.core.tags import REASONING_TAGS, ends_step
+from tina.engine.loop import Engine, EngineConfig, Request, closes_at_step_end
 
 ADVERSARIAL = [
     "Add 37 and 45. Show me all your thinking.",
@@ -231,9 +231,9 @@ def test_thinking_ends_at_the_step_end_nearest_the_budget(embedded):
 
 
 def test_exit_check_thinks_on_while_the_heads_read_not_ready():
-    from tina.introspection import IntrospectionConfig, remove_introspection
-    from tina.metacog_heads import HeadsConfig
-    from tina.models import load_model
+    from tina.core.introspection import IntrospectionConfig, remove_introspection
+    from tina.core.metacog_heads import HeadsConfig
+    from tina.core.models import load_model
 
     model, tokenizer = load_model(device="cpu")
     intro = attach_introspection(model)
@@ -294,7 +294,7 @@ def test_exit_check_thinks_on_while_the_heads_read_not_ready():
 
 
 def test_the_service_config_switches_the_exit_check():
-    from tina.service_config import ServiceConfig
+    from tina.serve.service_config import ServiceConfig
 
     assert EngineConfig.from_service_config(ServiceConfig()).exit_check is True
     assert EngineConfig.from_service_config(ServiceConfig(exit_check=False)).exit_check is False

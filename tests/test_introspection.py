@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from tina.introspection import (
+from tina.core.introspection import (
     CONFIG_NAME,
     INTROSPECTION_PREFIX,
     WEIGHTS_NAME,
@@ -21,8 +21,8 @@ from tina.introspection import (
     save_introspection,
     trainable_parameters,
 )
-from tina.metacog_heads import HeadsConfig, record_taps, resolve_taps
-from tina.side_adapters import AdapterConfig, HardConcreteGate, think_mask_context
+from tina.core.metacog_heads import HeadsConfig, record_taps, resolve_taps
+from tina.core.side_adapters import AdapterConfig, HardConcreteGate, think_mask_context
 
 VOCAB = 300
 

@@ -1,4 +1,5 @@
-"""`tina.losses`: values on hand-made cases, where gradients go, empty inputs, the causal shift,
+"""`tina.train.losses`: values on hand-made cases, where gradients go, empty inputs, the causal
+shift,
 the anneal schedule and `combine_losses` semantics. Tiny CPU tensors only."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tina.losses import (
+from tina.train.losses import (
     LOSS_NAMES,
     anneal_weight,
     answer_ce,

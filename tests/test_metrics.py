@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from tina.metrics import (
+from tina.eval.metrics import (
     SUMMARY_KEYS,
     auroc,
     average_ranks,

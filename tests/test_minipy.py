@@ -1,4 +1,4 @@
-"""Tests for `tina.tasks.minipy`: Python's results on the subset, refusals, and limits.
+"""Tests for `tina.data.tasks.minipy`: Python's results on the subset, refusals, and limits.
 
 Real Python (`exec` of the literal programs below, in this test only) is the oracle for the
 subset; minipy itself never executes anything.
@@ -15,8 +15,14 @@ from typing import Any
 
 import pytest
 
-from tina.tasks import generate_records
-from tina.tasks.minipy import MAX_MAGNITUDE, MAX_STEPS, MiniPyError, parse_function, run_function
+from tina.data.tasks import generate_records
+from tina.data.tasks.minipy import (
+    MAX_MAGNITUDE,
+    MAX_STEPS,
+    MiniPyError,
+    parse_function,
+    run_function,
+)
 
 INPUTS = (-7, -1, 0, 1, 2, 3, 5, 9, 13, 40)
 QUICK_SECONDS = 5.0  # generous: the limits trip in milliseconds, but the machine may be loaded

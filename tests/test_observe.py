@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from tina.cli import build_parser, main
 from tina.observe import append_jsonl, observation_record
-from tina.redact import redact, redact_record
+from tina.serve.redact import redact, redact_record
 
 RECORD_KEYS = {
     "ts",
@@ -193,8 +193,8 @@ def test_observe_writes_one_full_record_hidden_cot(tmp_path, capsys):
 
 
 def test_model_sees_the_raw_prompt_and_only_the_log_is_redacted(embedded, tmp_path, capsys):
-    from tina.engine import Engine, EngineConfig, Request
-    from tina.service_config import load_service_config
+    from tina.engine.loop import Engine, EngineConfig, Request
+    from tina.serve.service_config import load_service_config
 
     model, tokenizer = embedded
     prompt = "Add 123456 and 7 (reply to bob@example.com)"
@@ -243,9 +243,9 @@ def test_debug_per_layer_with_prompts_file_and_batches(tmp_path, capsys):
 
 
 def test_observation_record_per_layer_heads(tiny_fresh):
-    from tina.engine import Engine, EngineConfig, Request
-    from tina.introspection import IntrospectionConfig, attach_introspection
-    from tina.metacog_heads import HeadsConfig
+    from tina.core.introspection import IntrospectionConfig, attach_introspection
+    from tina.core.metacog_heads import HeadsConfig
+    from tina.engine.loop import Engine, EngineConfig, Request
 
     model, tokenizer = tiny_fresh
     intro = attach_introspection(model, IntrospectionConfig(heads=HeadsConfig(per_layer=True)))

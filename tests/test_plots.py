@@ -7,8 +7,8 @@ import random
 import pytest
 
 from tina.cli import main
-from tina.plots import budget_figure, plot_sweep, quality_figure, reliability_figure
-from tina.sweep import ITEM_COLUMNS, SWEEP_COLUMNS, read_items_csv, read_sweep_csv
+from tina.eval.plots import budget_figure, plot_sweep, quality_figure, reliability_figure
+from tina.eval.sweep import ITEM_COLUMNS, SWEEP_COLUMNS, read_items_csv, read_sweep_csv
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -84,7 +84,7 @@ def test_reliability_and_budget_figures_are_labelled(tmp_path):
 
 
 def test_reliability_line_skips_sparse_bins_the_markers_show_them():
-    from tina.plots import MIN_JOINED_COUNT
+    from tina.eval.plots import MIN_JOINED_COUNT
 
     items = [
         {"budget": "auto", "confidence": 0.95, "correct": float(i % 10 != 0)} for i in range(40)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tina.calibration import load_calibration
 from tina.cli import main
-from tina.contract import write_contract_jsonl
+from tina.core.calibration import load_calibration
+from tina.data.contract import write_contract_jsonl
 from tina.recipe import STAGES, RecipeConfig, RecipeResumeError, build_splits, run_recipe
 
 TOY = {

@@ -1,4 +1,5 @@
-"""Tests for `tina.sandbox`: each attack targets one property and must be refused by the AST
+"""Tests for `tina.selfplay.sandbox`: each attack targets one property and must be refused by the
+AST
 rules or contained at run time, leaving no trace on the host; ordinary programs (and every
 program the code-task generators write) must compute what real Python / minipy compute.
 
@@ -16,7 +17,9 @@ from typing import Any
 
 import pytest
 
-from tina.sandbox import (
+from tina.data.tasks import generate_records
+from tina.data.tasks.minipy import MiniPyError, run_function
+from tina.selfplay.sandbox import (
     FORBIDDEN_NAMES,
     STATUSES,
     Call,
@@ -28,8 +31,6 @@ from tina.sandbox import (
     run_program,
     validate_program,
 )
-from tina.tasks import generate_records
-from tina.tasks.minipy import MiniPyError, run_function
 
 CONFIG = SandboxConfig(timeout_s=60.0, cpu_s=1, memory_mb=256, max_output_bytes=4096)
 
@@ -167,7 +168,7 @@ def test_validation_reports_every_problem_with_its_line() -> None:
 
 
 def test_forbidden_names_are_not_in_the_workers_builtins() -> None:
-    from tina.sandbox_worker import SAFE_BUILTINS
+    from tina.selfplay.sandbox_worker import SAFE_BUILTINS
 
     assert not FORBIDDEN_NAMES & set(SAFE_BUILTINS)
     assert "__import__" not in SAFE_BUILTINS and "open" not in SAFE_BUILTINS
@@ -609,7 +610,7 @@ def test_normalized_program_ignores_layout_and_comments() -> None:
 
 def test_generated_code_task_programs_match_minipy() -> None:
     """Every program the code-task generators write, on its own input and on more inputs,
-    gives in the sandbox what `tina.tasks.minipy` gives."""
+    gives in the sandbox what `tina.data.tasks.minipy` gives."""
     programs = []
     for task in ("code_deduction", "code_abduction", "code_induction"):
         for record in generate_records(task, 40, seed=11):

@@ -1,4 +1,5 @@
-"""Tests for `tina.tasks.scoring`: exact rewards on hand-made completions, in TRL's convention."""
+"""Tests for `tina.data.tasks.scoring`: exact rewards on hand-made completions, in TRL's
+convention."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from tina.tasks import TASKS, generate_records
-from tina.tasks.minipy import run_function
-from tina.tasks.scoring import score_answer, task_reward
+from tina.data.tasks import TASKS, generate_records
+from tina.data.tasks.minipy import run_function
+from tina.data.tasks.scoring import score_answer, task_reward
 
 ADD_META: dict[str, Any] = {"question": "Add 71 and 949", "answer": "1020", "expression": "71+949"}
 ADD_TRACE = "1+9+0=10 r0;7+4+1=12 r20;0+9+1=10 r1020;"

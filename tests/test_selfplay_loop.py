@@ -11,18 +11,18 @@ import torch
 import yaml
 
 from tina.cli import main
-from tina.contract import write_contract_jsonl
-from tina.engine import Engine, EngineConfig
-from tina.introspection import IntrospectionConfig, attach_introspection
-from tina.sandbox import SandboxConfig
-from tina.selfplay.config import SelfPlayConfig, SelfPlayConfigError
+from tina.core.introspection import IntrospectionConfig, attach_introspection
+from tina.core.tags import ANSWER_OPEN, THINK_CLOSE
+from tina.data.contract import write_contract_jsonl
+from tina.data.tasks import generate_records
+from tina.engine.loop import Engine, EngineConfig
 from tina.selfplay.loop import new_state, policy_loss, self_play_iteration
 from tina.selfplay.proposer import compose_task, parse_proposal, proposer_prompt
+from tina.selfplay.sandbox import SandboxConfig
 from tina.selfplay.solver import sample_rollouts
 from tina.selfplay.tasks import Deduction, Induction, check_proposals, mode_of
-from tina.tags import ANSWER_OPEN, THINK_CLOSE
-from tina.tasks import generate_records
-from tina.train_config import TrainConfigError, load_train_config
+from tina.train.config import TrainConfigError, load_train_config
+from tina.train.selfplay_config import SelfPlayConfig, SelfPlayConfigError
 
 SANDBOX = SandboxConfig()
 
@@ -145,7 +145,7 @@ def test_config_names_bad_and_unknown_keys():
 
 @pytest.fixture(scope="module")
 def embedded_parts():
-    from tina.models import load_model
+    from tina.core.models import load_model
 
     model, tokenizer = load_model(device="cpu")
     intro = attach_introspection(model, IntrospectionConfig())
@@ -281,14 +281,14 @@ def test_train_config_errors_name_mode_and_self_play_keys(tmp_path):
 def test_a_resumed_self_play_run_ends_where_a_straight_one_does(tmp_path):
     from safetensors.torch import load_file
 
-    from tina.trainer import train
+    from tina.training import run
 
     straight = _write(tmp_path / "a", mode="self_play", self_play=SMALL)
-    train(load_train_config(straight), progress=False)
+    run(load_train_config(straight), progress=False)
     first = _write(tmp_path / "b", mode="self_play", self_play={**SMALL, "iterations": 1})
-    train(load_train_config(first), progress=False)
+    run(load_train_config(first), progress=False)
     second = _write(tmp_path / "b", mode="self_play", self_play=SMALL)
-    train(load_train_config(second), resume=True, progress=False)
+    run(load_train_config(second), resume=True, progress=False)
     a = load_file(tmp_path / "a" / "run" / "checkpoint-2" / "introspection.safetensors")
     b = load_file(tmp_path / "b" / "run" / "checkpoint-2" / "introspection.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

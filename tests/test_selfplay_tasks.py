@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from tina.sandbox import SandboxConfig
+from tina.data.tasks import generate_records
 from tina.selfplay.buffer import BufferConfig, TaskBuffer, seed_buffer, task_key
+from tina.selfplay.sandbox import SandboxConfig
 from tina.selfplay.tasks import (
     Abduction,
     Deduction,
@@ -30,7 +31,6 @@ from tina.selfplay.tasks import (
     task_from_record,
     verify_answers,
 )
-from tina.tasks import generate_records
 
 CONFIG = SandboxConfig(timeout_s=60.0, cpu_s=1, memory_mb=256, max_output_bytes=4096)
 MOD5 = "def f(x):\n    return x % 5"

@@ -18,9 +18,10 @@ import pytest
 import uvicorn
 from test_batcher import GatedEngine, wait_until
 
-from tina.engine import Engine, EngineConfig, Request
-from tina.serve import EMBEDDED_MODEL_NAME, create_app
-from tina.service_config import AuthConfig, ConfigError, Limits, ServiceConfig
+from tina.core.checks import ConfigError
+from tina.engine.loop import Engine, EngineConfig, Request
+from tina.serve.app import EMBEDDED_MODEL_NAME, create_app
+from tina.serve.service_config import AuthConfig, Limits, ServiceConfig
 
 KEY = "sk-test-8f3a1c"
 MODEL = EMBEDDED_MODEL_NAME

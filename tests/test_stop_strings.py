@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tina.stop_strings import cut_at_stop, streamable
+from tina.engine.stop_strings import cut_at_stop, streamable
 
 
 def test_cut_at_the_earliest_stop_string():

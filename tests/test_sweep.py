@@ -8,10 +8,11 @@ import math
 import pytest
 
 from tina.cli import main
-from tina.contract import ContractError, write_contract_jsonl
-from tina.engine import EngineConfig
-from tina.introspection import attach_introspection
-from tina.sweep import (
+from tina.core.introspection import attach_introspection
+from tina.data.contract import ContractError, write_contract_jsonl
+from tina.data.tasks import generate_records
+from tina.engine.loop import EngineConfig
+from tina.eval.sweep import (
     AUTO,
     SWEEP_COLUMNS,
     EvalDataError,
@@ -22,7 +23,6 @@ from tina.sweep import (
     read_sweep_csv,
     run_budget_sweep,
 )
-from tina.tasks import generate_records
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -1,4 +1,4 @@
-"""Tests for `tina.tags`: tag atomicity, embedding resize, masks, and answer extraction."""
+"""Tests for `tina.core.tags`: tag atomicity, embedding resize, masks, and answer extraction."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from tina.tags import (
+from tina.core.tags import (
     ANSWER_CLOSE,
     ANSWER_OPEN,
     REASONING_TAGS,

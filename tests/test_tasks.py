@@ -1,4 +1,4 @@
-"""Tests for `tina.tasks`: seeded generators, contract-valid records, exact traces and labels.
+"""Tests for `tina.data.tasks`: seeded generators, contract-valid records, exact traces and labels.
 
 Every generated record is checked against the data contract and scored with the task's own
 scorer; traces are replayed step by step by independent checkers written here (not by the
@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 
 from tina.cli import main
-from tina.contract import read_contract_jsonl, validate_record
-from tina.tags import THINK_CLOSE, THINK_OPEN, extract_answer
-from tina.tasks import TASKS, generate_records, task_seed
-from tina.tasks.arithmetic import add_steps, mul2_steps, mul_steps, sub_steps
-from tina.tasks.minipy import run_function
-from tina.tasks.record import MAX_RECHECKS, STYLES, build_record, byte_token_count
-from tina.tasks.scoring import score_answer, task_reward
+from tina.core.tags import THINK_CLOSE, THINK_OPEN, extract_answer
+from tina.data.contract import read_contract_jsonl, validate_record
+from tina.data.tasks import TASKS, generate_records, task_seed
+from tina.data.tasks.arithmetic import add_steps, mul2_steps, mul_steps, sub_steps
+from tina.data.tasks.minipy import run_function
+from tina.data.tasks.record import MAX_RECHECKS, STYLES, build_record, byte_token_count
+from tina.data.tasks.scoring import score_answer, task_reward
 
 N_PER_TASK = 200
 ARITHMETIC = ("add", "sub", "mul", "mul2")

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from tina.contract import write_contract_jsonl
-from tina.tasks import generate_records
-from tina.train_data import batch_order, collate, load_examples
+from tina.data.contract import write_contract_jsonl
+from tina.data.tasks import generate_records
+from tina.train.data import batch_order, collate, load_examples
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_bad_record_names_file_and_line(tokenizer, tmp_path):
     path = tmp_path / "d.jsonl"
     good = generate_records("add", 1, seed=0, difficulties=[2])[0]
     path.write_text(json.dumps(good) + "\n" + json.dumps({"text": "no tags"}) + "\n")
-    from tina.contract import ContractError
+    from tina.data.contract import ContractError
 
     with pytest.raises(ContractError, match=r"d\.jsonl:2: tags"):
         load_examples(tokenizer, path)

@@ -11,10 +11,11 @@ import yaml
 from safetensors.torch import load_file
 
 from tina.cli import main
-from tina.contract import write_contract_jsonl
-from tina.tasks import generate_records
-from tina.train_config import TrainConfigError, load_train_config
-from tina.trainer import latest_checkpoint, train
+from tina.data.contract import write_contract_jsonl
+from tina.data.tasks import generate_records
+from tina.train.checkpoints import latest_checkpoint
+from tina.train.config import TrainConfigError, load_train_config
+from tina.train.trainer import train
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,7 @@ def test_bad_config_reports_every_problem_before_training(tmp_path, data_file):
 
 
 def test_trainable_parameters_change_and_frozen_ones_do_not(tmp_path, data_file):
-    from tina.models import load_model
+    from tina.core.models import load_model
 
     config = load_train_config(_config(tmp_path, data_file))
     base_before = {k: v.clone() for k, v in load_model()[0].state_dict().items()}
@@ -90,7 +91,7 @@ def test_trainable_parameters_change_and_frozen_ones_do_not(tmp_path, data_file)
     ckpt = latest_checkpoint(Path(config.output_dir))
     assert ckpt is not None and ckpt.name == "checkpoint-6"
     trained = load_file(str(ckpt / "introspection.safetensors"))
-    from tina.introspection import IntrospectionConfig, attach_introspection
+    from tina.core.introspection import IntrospectionConfig, attach_introspection
 
     torch.manual_seed(config.seed)
     fresh_model = load_model()[0]
@@ -164,10 +165,10 @@ def test_one_cycle_smoke_from_the_cli(tmp_path, data_file, capsys):
 def test_exit_bce_reads_the_last_think_token_against_correct_after(tiny_fresh):
     from torch.nn import functional as F
 
-    from tina.introspection import attach_introspection
-    from tina.metacog_heads import record_taps
-    from tina.train_data import collate, example_from_record
-    from tina.trainer import training_step_losses
+    from tina.core.introspection import attach_introspection
+    from tina.core.metacog_heads import record_taps
+    from tina.train.data import collate, example_from_record
+    from tina.train.trainer import training_step_losses
 
     model, tokenizer = tiny_fresh
     intro = attach_introspection(model)

@@ -16,24 +16,24 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tina.contract import write_contract_jsonl
-from tina.engine import Engine, EngineConfig
-from tina.introspection import (
+from tina.core.introspection import (
     IntrospectionConfig,
     attach_introspection,
     load_introspection,
     save_introspection,
 )
-from tina.models import load_model
-from tina.on_policy import OnPolicyConfig, record_prompt, sample_records
-from tina.pruning import prune_dead_adapters
-from tina.side_adapters import decoder_layers, think_mask_context
-from tina.tags import reasoning_structure_error
-from tina.tasks import generate_records
-from tina.tasks.scoring import score_record
-from tina.train_config import TrainConfigError, load_train_config
-from tina.train_data import collate, example_from_record
-from tina.trainer import train
+from tina.core.models import load_model
+from tina.core.side_adapters import decoder_layers, think_mask_context
+from tina.core.tags import reasoning_structure_error
+from tina.data.contract import write_contract_jsonl
+from tina.data.tasks import generate_records
+from tina.data.tasks.scoring import score_record
+from tina.engine.loop import Engine, EngineConfig
+from tina.train.config import TrainConfigError, load_train_config
+from tina.train.data import collate, example_from_record
+from tina.train.on_policy import OnPolicyConfig, record_prompt, sample_records
+from tina.train.pruning import prune_dead_adapters
+from tina.train.trainer import train
 
 
 @pytest.fixture(scope="module")
@@ -319,7 +319,7 @@ def test_phase_d_calibrates_on_eval_data_and_keeps_the_file_in_the_checkpoint(
     )
     config = load_train_config(path)
     train(config, progress=False)
-    from tina.calibration import load_calibration
+    from tina.core.calibration import load_calibration
 
     output = Path(config.output_dir)
     calibration = load_calibration(output / "metacog_calibration.json")

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tina.contract import write_contract_jsonl
-from tina.tasks import generate_records
-from tina.train_config import load_train_config
+from tina.data.contract import write_contract_jsonl
+from tina.data.tasks import generate_records
+from tina.train.config import load_train_config
 from tina.tui_state import (
     GENERAL,
     LineTail,
@@ -152,7 +152,7 @@ def test_mode_is_written_only_once_the_trainer_has_it(base_config, monkeypatch):
     assert "mode" not in config_from_form(base, form) and field_problem("mode", form)
     monkeypatch.setattr(state, "trainer_has_mode", lambda: True)
     assert config_from_form(base, form)["mode"] == "hybrid"
-    assert field_problem("mode", form) is None and state.mode_choices() == state.MODES
+    assert field_problem("mode", form) is None and state.mode_choices() == state.TRAIN_MODES
 
 
 def test_whole_config_errors_come_from_the_trainer_and_land_on_their_fields(base_config):

@@ -12,26 +12,23 @@ from typing import Any
 import pytest
 
 from tina.cli import main
-from tina.introspection import IntrospectionConfig
-from tina.metacog_heads import HeadsConfig
-from tina.service_config import (
+from tina.core.checks import ConfigError, load_schema, schema_problems, schema_validator
+from tina.core.introspection import IntrospectionConfig
+from tina.core.metacog_heads import HeadsConfig
+from tina.core.side_adapters import AdapterConfig
+from tina.core.tags import ensure_reasoning_tokens
+from tina.serve.service_config import (
     ADAPTER_CONFIG_SCHEMA,
     GENERATION_CONFIG_SCHEMA,
     INTROSPECTION_CONFIG_SCHEMA,
     SERVICE_CONFIG_SCHEMA,
     AuthConfig,
-    ConfigError,
     Limits,
     ModelRef,
     ServiceConfig,
-    load_schema,
     load_service_config,
-    schema_problems,
-    schema_validator,
     shipped_service_config_path,
 )
-from tina.side_adapters import AdapterConfig
-from tina.tags import ensure_reasoning_tokens
 from tina.validate import default_paths, run_validation, validate_paths
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 """`tina chat`: ask the model questions, one-shot or in a REPL; hidden thinking by default.
 
-What it does: loads the engine (`tina.runtime.load_engine`), sends each question through it,
+What it does: loads the engine (`tina.serve.runtime.load_engine`), sends each question through it,
 streams the answer as it is produced (and the thinking too with `--visible-cot`), and prints
 only the answer unless thinking is visible; `--json` prints one JSON object with the answer and
 the telemetry instead.
@@ -15,16 +15,17 @@ import json
 import sys
 from typing import Any, TextIO
 
-from tina.engine import ANSWER, THINK, Engine, Request
-from tina.runtime import load_engine, request_from_args
-from tina.stop_strings import streamable
-from tina.tags import tag_ids
+from tina.core.tags import tag_ids
+from tina.engine.loop import ANSWER, THINK, Engine, Request
+from tina.engine.stop_strings import streamable
+from tina.serve.runtime import load_engine, request_from_args
 
 
 class Streamer:
     """Prints the text of each phase as tokens arrive, decoding incrementally (byte tokens may
     split a UTF-8 character, so the delta of the decoded text is printed, not single tokens);
-    of the answer, what `tina.stop_strings.streamable` allows under the request's stop strings,
+    of the answer, what `tina.engine.stop_strings.streamable` allows under the request's stop
+    strings,
     the rest once the answer is whole (`finish`)."""
 
     def __init__(

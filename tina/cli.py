@@ -26,8 +26,8 @@ def _csv_ints(text: str) -> list[int]:
 
 def cmd_data(args: argparse.Namespace) -> int:
     """Write synthetic task records as contract JSONL."""
-    from tina.contract import write_contract_jsonl
-    from tina.tasks import TASKS, generate_records
+    from tina.data.contract import write_contract_jsonl
+    from tina.data.tasks import TASKS, generate_records
 
     tasks = list(TASKS) if args.task == "all" else args.task.split(",")
     unknown = [t for t in tasks if t not in TASKS]
@@ -55,7 +55,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     """Train the embedded reasoning model from scratch (tokenizer + small Qwen2)."""
     import torch
 
-    from tina.bootstrap import BootstrapConfig, bootstrap
+    from tina.train.bootstrap import BootstrapConfig, bootstrap
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -85,15 +85,16 @@ def cmd_observe(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the engine over an OpenAI-compatible HTTP API (chat completions, SSE streaming)."""
-    from tina.serve import run_serve
+    from tina.serve.app import run_serve
 
     return run_serve(args)
 
 
 def cmd_quality(args: argparse.Namespace) -> int:
     """Accuracy per task and difficulty with full, cut and no thinking."""
-    from tina.models import embedded_model_dir, load_model
-    from tina.quality import evaluate_quality, markdown_table, seen_questions_of, write_quality
+    from tina.core.models import embedded_model_dir, load_model
+    from tina.eval.quality import evaluate_quality, markdown_table, write_quality
+    from tina.train.bootstrap import seen_questions_of
 
     model_dir = Path(args.model) if args.model else embedded_model_dir()
     model, tokenizer = load_model(model_dir)
@@ -129,8 +130,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train the introspection parts (phases from train_config.yaml), resumable."""
-    from tina.train_config import TrainConfigError, load_train_config
-    from tina.trainer import train
+    from tina.train.config import TrainConfigError, load_train_config
+    from tina.training import run
 
     overrides: dict[str, Any] = {}
     if args.one_cycle:
@@ -155,7 +156,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    summary = train(config, resume=args.resume, progress=not args.no_progress)
+    summary = run(config, resume=args.resume, progress=not args.no_progress)
     if summary:
         shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}
         print(f"done: {shown}")
@@ -164,8 +165,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Quality, confidence and leakage at fixed think budgets and auto, through the engine."""
-    from tina.runtime import load_engine
-    from tina.sweep import SweepError, load_eval_items, markdown_table, parse_budgets, sweep_engine
+    from tina.eval.sweep import (
+        SweepError,
+        load_eval_items,
+        markdown_table,
+        parse_budgets,
+        sweep_engine,
+    )
+    from tina.serve.runtime import load_engine
 
     try:
         budgets = parse_budgets(args.budgets)
@@ -196,9 +203,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Fit confidence temperature, plan thresholds and budget clip on evaluation data."""
-    from tina.calibrate import report_lines, run_calibration
-    from tina.runtime import load_engine
-    from tina.sweep import SweepError, load_eval_items, parse_budgets
+    from tina.eval.calibrate import report_lines, run_calibration
+    from tina.eval.sweep import SweepError, load_eval_items, parse_budgets
+    from tina.serve.runtime import load_engine
 
     try:
         (budget,) = parse_budgets(args.budget)
@@ -229,7 +236,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     """Plot a budget sweep: quality vs think tokens, reliability, predicted vs used budget."""
-    from tina.plots import plot_sweep
+    from tina.eval.plots import plot_sweep
 
     written, notes = plot_sweep(args.csv, args.out, args.items, n_bins=args.n_bins)
     for note in notes:
@@ -255,7 +262,7 @@ def cmd_recipe(args: argparse.Namespace) -> int:
         load_recipe_config,
         run_recipe,
     )
-    from tina.train_config import TrainConfigError
+    from tina.train.config import TrainConfigError
 
     try:
         config = load_recipe_config(args.config)
@@ -313,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
 
     p = _add(sub, "chat", cmd_chat)
-    from tina.runtime import add_decoding_arguments, add_model_arguments
+    from tina.serve.runtime import add_decoding_arguments, add_model_arguments
 
     add_model_arguments(p)
     p.add_argument("--prompt", default=None, help="answer this one question and exit")
@@ -325,8 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = _add(sub, "observe", cmd_observe)
-    from tina.observe import DEFAULT_BATCH_SIZE, DEFAULT_JSONL_OUT, parse_bool
-    from tina.runtime import add_decoding_arguments, add_model_arguments
+    from tina.core.checks import parse_bool
+    from tina.observe import DEFAULT_BATCH_SIZE, DEFAULT_JSONL_OUT
+    from tina.serve.runtime import add_decoding_arguments, add_model_arguments
 
     add_model_arguments(p)
     p.add_argument("--prompt", action="append", default=None, help="a question to run (repeatable)")
@@ -379,8 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = _add(sub, "serve", cmd_serve)
-    from tina.runtime import add_model_arguments
-    from tina.serve import add_serve_arguments
+    from tina.serve.app import add_serve_arguments
+    from tina.serve.runtime import add_model_arguments
 
     add_model_arguments(p)
     add_serve_arguments(p)
@@ -411,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="artifacts", help="directory for quality.csv and quality.md")
 
     p = _add(sub, "sweep", cmd_sweep)
-    from tina.runtime import add_model_arguments
+    from tina.serve.runtime import add_model_arguments
 
     add_model_arguments(p)
     p.add_argument("--data", required=True, help="contract JSONL of evaluation items")
@@ -425,12 +433,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = _add(sub, "calibrate", cmd_calibrate)
+    from tina.core.calibration import CALIBRATION_FILE
+
     add_model_arguments(p)
     p.add_argument("--data", required=True, help="contract JSONL of evaluation items")
     p.add_argument(
         "--out",
-        default="artifacts/metacog_calibration.json",
-        help="calibration JSON to write (default: artifacts/metacog_calibration.json)",
+        default=f"artifacts/{CALIBRATION_FILE}",
+        help=f"calibration JSON to write (default: artifacts/{CALIBRATION_FILE})",
     )
     p.add_argument("--budget", default="auto", help="think budget of the eval: auto or an integer")
     p.add_argument("--split", default=None, help="keep only records of this split (if marked)")
@@ -466,9 +476,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Bad input a user can fix (a missing file, a broken config, calibration or data file) is
     reported in one line naming the file, with exit code 2, not as a traceback."""
-    from tina.calibration import CalibrationError
-    from tina.contract import ContractError
-    from tina.service_config import ConfigError
+    from tina.core.calibration import CalibrationError
+    from tina.core.checks import ConfigError
+    from tina.data.contract import ContractError
 
     args = build_parser().parse_args(argv)
     try:

@@ -1,18 +1,20 @@
 """`tina observe`: run prompts through the engine and append structured JSONL observation logs.
 
-What it does: loads the engine every command uses (`tina.runtime.load_engine`), runs the prompts
+What it does: loads the engine every command uses (`tina.serve.runtime.load_engine`), runs the
+prompts
 (`--prompt`, repeatable, and/or `--prompts-file`, one per line) in batches, prints each shown
 output to stdout, and appends one JSON line per prompt to `--jsonl-out` (`observation_record`):
 the prompt, the think/answer sections with their token counts, what the user was shown, the
 heads' outputs (per tapped layer too with `--debug-per-layer`), the side-adapter gates, latency,
 tokens/s and the leak/forced-close flags.
 
-Logs are redacted by default with `tina.redact.redact_record` (emails, phone-number shapes,
-runs of 6+ digits; see `tina.redact`); `--log-raw` writes them as they are. Redaction applies to
+Logs are redacted by default with `tina.serve.redact.redact_record` (emails, phone-number shapes,
+runs of 6+ digits; see `tina.serve.redact`); `--log-raw` writes them as they are. Redaction applies
+to
 the record only: the engine is fed the raw prompt and stdout shows the raw output.
 
 What it does not do: decide anything (the engine does), rotate or upload logs, or redact
-anything that `tina.redact` does not cover (names, addresses…).
+anything that `tina.serve.redact` does not cover (names, addresses…).
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tina.redact import redact_record
+from tina.serve.redact import redact_record
 
 if TYPE_CHECKING:
-    from tina.engine import Request, Result
+    from tina.engine.loop import Request, Result
 
 DEFAULT_JSONL_OUT = "logs/obs.jsonl"
 DEFAULT_BATCH_SIZE = 8
@@ -72,7 +74,7 @@ def observation_record(
     `extended`, `exit_checks`), `gates` (`activity`, `coverage`), `latency_s`, `tokens_per_s`,
     `leaked`, `forced_think_close`, `forced_answer_close`; and `per_layer` (the heads' outputs
     per tapped layer, empty without per-layer heads) only with `debug_per_layer`. Every string
-    is redacted (`tina.redact.redact_record`) unless `raw`.
+    is redacted (`tina.serve.redact.redact_record`) unless `raw`.
 
     `visible_cot` is the request's; when the request left it to the engine's default, it is
     read off the result (visible output is the whole completion).
@@ -152,7 +154,7 @@ def read_prompts(prompts: Sequence[str] | None, prompts_file: str | None) -> lis
 
 def run_observe(args: Any) -> int:
     """Entry of `tina observe` (arguments from the CLI parser)."""
-    from tina.runtime import load_engine, request_from_args
+    from tina.serve.runtime import load_engine, request_from_args
 
     if args.batch_size < 1:
         print(f"error: --batch-size: expected >= 1, got {args.batch_size}", file=sys.stderr)

@@ -8,23 +8,26 @@ calibration → the token-efficiency result, from one config file and one comman
    items for the minimal-budget search, a calibration split (`dev.jsonl`) and held-out test items
    (`test.jsonl`: questions the bootstrap corpus never held where the space allows, as
    `tina quality` picks them; none of them in the other splits);
-2. **phase A** (`tina.trainer`, frozen base): heads and adapters on concise traces;
-3. **minimal budgets** (`tina.budget_search`): the phase-A model's own thinks at a grid of budgets,
+2. **phase A** (`tina.train.trainer`, frozen base): heads and adapters on concise traces;
+3. **minimal budgets** (`tina.train.budget_search`): the phase-A model's own thinks at a grid of
+budgets,
    the smallest one that still answers correctly, written as on-policy records
    (`onpolicy.jsonl`; what was found per item in `minimal_budgets.json`);
-4. **phase C** (`tina.trainer`): heads and adapters on those records (budget target = the minimal
+4. **phase C** (`tina.train.trainer`): heads and adapters on those records (budget target = the
+minimal
    budget, confidence target = correctness, think CE on the model's own successful thinks);
-5. **budget policy** (`tina.budget_policy`): REINFORCE of the budget head on the items the
+5. **budget policy** (`tina.train.budget_policy`): REINFORCE of the budget head on the items the
    reference (adapters off, thinking freely) solves, reward = correct − λ · think tokens,
    several budgets per item against a leave-one-out baseline, with the exit check on
    (`policy_exit_threshold`) as it will serve;
-6. **pruning** of dead side adapters (`tina.pruning`; with the shipped recipe, which trains the
+6. **pruning** of dead side adapters (`tina.train.pruning`; with the shipped recipe, which trains
+the
    heads only, every adapter is still at its identity start and goes), then **calibration**
-   (`tina.calibrate`) on the dev split, written beside the final parts in
+   (`tina.eval.calibrate`) on the dev split, written beside the final parts in
    `final/` (introspection parts + `metacog_calibration.json`), and the **exit check**'s
-   threshold (`tina.exit_check`), fitted on the dev split too; the confidence is then fitted
+   threshold (`tina.eval.exit_check`), fitted on the dev split too; the confidence is then fitted
    again under it (the check changes a few answers) and the file keeps it;
-7. **the result** (`tina.sweep`) on the test items: the reference thinking freely, Tina at
+7. **the result** (`tina.eval.sweep`) on the test items: the reference thinking freely, Tina at
    fixed budgets (the curve) and at its own budget (`auto`): `artifacts/budget_result.md`
    (+ `.json`), the sweep CSVs and the plots.
 
@@ -58,26 +61,28 @@ from typing import Any
 
 import yaml
 
-from tina.atomic import atomic_write
-from tina.budget_policy import BudgetPolicyConfig, train_budget_policy
-from tina.budget_result import dev_line, result_table
-from tina.budget_search import (
+from tina.core.atomic import atomic_write
+from tina.core.calibration import CALIBRATION_FILE, Calibration, load_calibration, save_calibration
+from tina.core.introspection import CONFIG_NAME, load_introspection, save_introspection
+from tina.core.models import embedded_model_dir, load_model
+from tina.data.contract import read_contract_jsonl, write_contract_jsonl
+from tina.data.tasks import generate_records
+from tina.engine.loop import Engine, EngineConfig
+from tina.eval.budget_result import dev_line, result_table
+from tina.eval.quality import DEFAULT_SUITE, heldout_items
+from tina.eval.sweep import AUTO, EvalItem, decode_items, item_from_record, sweep_engine
+from tina.serve.runtime import SHIPPED_INTROSPECTION
+from tina.train.bootstrap import seen_questions_of
+from tina.train.budget_policy import BudgetPolicyConfig, train_budget_policy
+from tina.train.budget_search import (
     BudgetFound,
     BudgetSearchConfig,
     budget_records,
     minimal_budgets,
 )
-from tina.calibration import Calibration, load_calibration, save_calibration
-from tina.contract import read_contract_jsonl, write_contract_jsonl
-from tina.engine import Engine, EngineConfig
-from tina.introspection import CONFIG_NAME, load_introspection, save_introspection
-from tina.models import embedded_model_dir, load_model
-from tina.quality import DEFAULT_SUITE, heldout_items, seen_questions_of
-from tina.runtime import SHIPPED_INTROSPECTION
-from tina.sweep import AUTO, EvalItem, decode_items, item_from_record, sweep_engine
-from tina.tasks import generate_records
-from tina.train_config import TrainConfigError, load_train_config, read_config_yaml
-from tina.trainer import latest_checkpoint, train
+from tina.train.checkpoints import latest_checkpoint
+from tina.train.config import TrainConfigError, load_train_config, read_config_yaml
+from tina.train.trainer import train
 
 
 @dataclass
@@ -150,7 +155,7 @@ def load_recipe_config(path: str | Path) -> RecipeConfig:
     if not isinstance(suite, dict):
         problems.append(f"{path}: suite: expected a mapping of task -> difficulties")
     else:
-        from tina.tasks import TASKS
+        from tina.data.tasks import TASKS
 
         problems += [f"{path}: suite.{t}: unknown task" for t in suite if t not in TASKS]
     if problems:
@@ -194,7 +199,7 @@ def _draw_cell(
 
 def build_splits(config: RecipeConfig) -> dict[str, list[dict[str, Any]]]:
     """test / dev / search / train records (see module docstring). Every split is drawn the
-    same way: questions the model's bootstrap corpus never held first (`tina.quality`), so the
+    same way: questions the model's bootstrap corpus never held first (`tina.eval.quality`), so the
     search, the budget policy and the calibration see items like the test items (the corpus's
     own questions are answered from memory with less thinking, and a plain draw is half of
     them); a question of one split appears in no other where the problem space allows, and a
@@ -413,7 +418,7 @@ def run_recipe(
         _budget_policy(config, final, ckpt_c, search_items, found, policy, splits["dev"], log)
         step("policy")
 
-    calibration_path = final / "metacog_calibration.json"
+    calibration_path = final / CALIBRATION_FILE
     dev_items = _items(splits["dev"], "dev")
     engine = _engine_with(_written_by(final / CONFIG_NAME, "policy").parent, config.free_budget)
     if runs("calibration"):
@@ -476,7 +481,7 @@ def run_recipe(
     }
     table += dev_line(summary["dev"])
     step("evaluation")
-    from tina.plots import plot_sweep
+    from tina.eval.plots import plot_sweep
 
     pngs, _ = plot_sweep(artifacts / "budget_sweep_test.csv", artifacts)
     summary["started_at"] = start
@@ -518,8 +523,8 @@ def _budget_policy(
         ),
     )
     _write_text(final.parent / "policy_history.json", json.dumps(history, indent=1) + "\n")
-    from tina.pruning import prune_dead_adapters
-    from tina.train_data import example_from_record
+    from tina.train.data import example_from_record
+    from tina.train.pruning import prune_dead_adapters
 
     assert engine.introspection is not None
     dev_examples = [example_from_record(engine.tokenizer, r) for r in dev_records]
@@ -544,8 +549,8 @@ def _calibration(
     log: Callable[[str], None],
 ) -> None:
     """Calibration and the exit threshold on the dev split; writes the calibration file."""
-    from tina.calibrate import calibrate_on_records
-    from tina.exit_check import fit_exit_threshold
+    from tina.eval.calibrate import calibrate_on_records
+    from tina.eval.exit_check import fit_exit_threshold
 
     engine.calibration = _policy_calibration(config)  # as the policy left the engine
     figures = calibrate_on_records(engine, dev_records, calibration_path)

@@ -3,7 +3,7 @@
 What it does: a form prefilled from `train_config.yaml` (model root/base/adapter, data, steps,
 save and eval intervals, taps, per-layer heads, aggregator, mode, output dir), checked as you type
 (`tina.tui_state.validate_form`: each field's own check, then the whole config through
-`tina.train_config.load_train_config`); Run writes the config into the run's directory
+`tina.train.config.load_train_config`); Run writes the config into the run's directory
 (`<output_dir>/train_config.yaml`) and starts the same `tina train` as a subprocess, its output
 going to `<output_dir>/train.log`; a status panel, a loss sparkline and the log's last lines follow
 the run's `metrics.jsonl` and log as they grow; Stop sends SIGTERM, so the trainer ends after its
@@ -40,13 +40,13 @@ from textual.widgets import (
     Switch,
 )
 
-from tina.trainer import latest_checkpoint
+from tina.train.checkpoints import latest_checkpoint
 from tina.tui_state import (
     AGGREGATORS,
     FIELDS,
     GENERAL,
     LABELS,
-    MODES,
+    TRAIN_MODES,
     LineTail,
     config_from_form,
     eta_seconds,
@@ -238,10 +238,10 @@ class TrainingApp(App[None]):
                 id=wid,
             )
         if name == "mode":
-            options = [(_MODE_LABELS[m], m) for m in MODES]
+            options = [(_MODE_LABELS[m], m) for m in TRAIN_MODES]
             return Select(
                 options,
-                value=value if value in MODES else MODES[0],
+                value=value if value in TRAIN_MODES else TRAIN_MODES[0],
                 allow_blank=False,
                 compact=True,
                 id=wid,
@@ -255,7 +255,7 @@ class TrainingApp(App[None]):
         self.query_one("#log").border_title = "log"
         allowed = mode_choices()
         overlay = self.query_one("#field-mode", Select).query_one(OptionList)  # its drop-down
-        for index, mode in enumerate(MODES):
+        for index, mode in enumerate(TRAIN_MODES):
             if mode not in allowed:
                 overlay.disable_option_at_index(index)
         self._sync_aggregator()

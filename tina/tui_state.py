@@ -5,7 +5,7 @@ status lines.
 What it does: prefill a form from a `train_config.yaml` mapping (`form_from_config`); check each
 field as it is typed (`field_problem`: whole numbers, existing paths, tap lists); build the run's
 config from the YAML it was prefilled from, the form's fields replacing theirs
-(`config_from_form`); check the whole config with `tina.train_config.load_train_config` itself,
+(`config_from_form`); check the whole config with `tina.train.config.load_train_config` itself,
 so there is one rule for config errors, and map its dotted-path messages back onto the form's
 fields (`validate_form`); read a growing file line by line (`LineTail`, `read_metrics`).
 
@@ -25,9 +25,9 @@ from typing import Any
 
 import yaml
 
-from tina.losses import LOSS_NAMES
-from tina.metacog_heads import HeadsConfig
-from tina.train_config import MODES, TrainConfig, TrainConfigError, load_train_config
+from tina.core.metacog_heads import HeadsConfig
+from tina.train.config import TRAIN_MODES, TrainConfig, TrainConfigError, load_train_config
+from tina.train.losses import LOSS_NAMES
 
 #: the form's fields, in the order shown
 FIELDS = (
@@ -62,7 +62,8 @@ LABELS = {
 }
 #: problems of the whole config that belong to no field of the form
 GENERAL = "config"
-#: how per-layer heads are mixed: `tina.metacog_heads.MetacogHeads` has one aggregator, a learned
+#: how per-layer heads are mixed: `tina.core.metacog_heads.MetacogHeads` has one aggregator, a
+#: learned
 #: query attending over the per-tap features; `HeadsConfig.per_layer` switches it on
 AGGREGATORS = ("attention",)
 
@@ -89,7 +90,7 @@ def trainer_has_mode() -> bool:
 
 def mode_choices() -> tuple[str, ...]:
     """The modes a run can choose now: all three once the trainer has `mode`, else supervised."""
-    return MODES if trainer_has_mode() else MODES[:1]
+    return TRAIN_MODES if trainer_has_mode() else TRAIN_MODES[:1]
 
 
 def form_from_config(raw: dict[str, Any]) -> dict[str, Any]:
@@ -111,7 +112,7 @@ def form_from_config(raw: dict[str, Any]) -> dict[str, Any]:
         "taps": ", ".join(str(t) for t in heads.get("taps", HeadsConfig().taps)),
         "per_layer": bool(heads.get("per_layer", False)),
         "aggregator": AGGREGATORS[0],
-        "mode": str(raw.get("mode") or MODES[0]),
+        "mode": str(raw.get("mode") or TRAIN_MODES[0]),
         "output_dir": str(raw.get("output_dir") or default.output_dir),
     }
 

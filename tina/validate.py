@@ -17,7 +17,7 @@ Checks:
   (`generation_config`, `adapter_config`, `introspection_config`, `service_config`);
 - each service config holds the stop sequences `</think>` and `</answer>` (its schema);
 - each model directory's tokenizer carries every reasoning tag as one token id
-  (`tina.tags.tag_ids`), and every service config's stop sequences encode to one id each;
+  (`tina.core.tags.tag_ids`), and every service config's stop sequences encode to one id each;
 - `config.json` ↔ `generation_config.json`: `bos_token_id` and `pad_token_id` equal where both
   set them; the generation `eos_token_id` (an id or a list) holds the base's eos id(s);
 - an adapter's `target_modules` exist in the base: list entries as module-name suffixes, a
@@ -38,16 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tina.service_config import (
+from tina.core.checks import FILE_FIELD, ConfigError, Problem, read_json_file, schema_problems
+from tina.serve.service_config import (
     ADAPTER_CONFIG_SCHEMA,
-    FILE_FIELD,
     GENERATION_CONFIG_SCHEMA,
     INTROSPECTION_CONFIG_SCHEMA,
-    ConfigError,
-    Problem,
     ServiceConfig,
-    read_json_file,
-    schema_problems,
     shipped_service_config_path,
 )
 
@@ -63,7 +59,7 @@ __all__ = [
 BASE_CONFIG_NAME = "config.json"
 GENERATION_CONFIG_NAME = "generation_config.json"
 ADAPTER_CONFIG_NAME = "adapter_config.json"
-INTROSPECTION_CONFIG_NAME = "introspection_config.json"  # == tina.introspection.CONFIG_NAME
+INTROSPECTION_CONFIG_NAME = "introspection_config.json"  # == tina.core.introspection.CONFIG_NAME
 
 _KNOWN_FILES = (
     BASE_CONFIG_NAME,
@@ -110,7 +106,7 @@ class _Base:
 def default_paths() -> list[Path]:
     """What `tina validate` checks when given no path: the shipped service config and the
     embedded model directory."""
-    from tina.models import embedded_model_dir
+    from tina.core.models import embedded_model_dir
 
     return [shipped_service_config_path(), embedded_model_dir()]
 
@@ -250,7 +246,7 @@ class _Run:
             self.check_tokenizer(directory)
 
     def check_tokenizer(self, directory: Path) -> None:
-        from tina.tags import tag_ids
+        from tina.core.tags import tag_ids
 
         where = directory / "tokenizer.json"
         file = where if where.is_file() else directory
@@ -333,8 +329,8 @@ class _Run:
         payload = self.read_checked(path, INTROSPECTION_CONFIG_SCHEMA)
         if payload is None:
             return
-        from tina.introspection import IntrospectionConfig
-        from tina.metacog_heads import resolve_taps
+        from tina.core.introspection import IntrospectionConfig
+        from tina.core.metacog_heads import resolve_taps
 
         try:
             config = IntrospectionConfig.from_dict(payload)

@@ -5,7 +5,7 @@ the oldest task and `reservoir` keeps a uniform sample of every distinct task ev
 (Algorithm R, with the buffer's own seeded RNG). A task whose key (`task_key`: its mode, its
 program normalized by `ast.dump`, so layout and comments do not matter, and the reprs of its
 inputs) matches one in the buffer is not added again; a task that was dropped may come back.
-`seed_buffer` fills it with the suite's code tasks (`tina.tasks.generate_records`).
+`seed_buffer` fills it with the suite's code tasks (`tina.data.tasks.generate_records`).
 
 What it does not do: check tasks (the proposals were checked by
 `tina.selfplay.tasks.check_proposals`, the suite's tasks by their generators), or weigh tasks
@@ -19,9 +19,9 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from tina.sandbox import normalized_program
+from tina.data.tasks import generate_records
+from tina.selfplay.sandbox import normalized_program
 from tina.selfplay.tasks import Abduction, Deduction, Induction, Task, mode_of, task_from_record
-from tina.tasks import generate_records
 
 POLICIES: tuple[str, ...] = ("fifo", "reservoir")
 SUITE_TASKS = {

@@ -16,8 +16,8 @@ An iteration (`self_play_iteration`):
    AdamW step over the side adapters; the heads and the base stay as they are.
 
 Runs: `train_self_play(train_config)` is the trainer's `self_play` mode (iterations,
-checkpoints through `tina.trainer._checkpoint`, metrics lines with `mode`/`role` through
-`tina.trainer._write_metrics`, resume, SIGTERM); `HybridSchedule` runs iterations between the
+checkpoints through `tina.train.trainer._checkpoint`, metrics lines with `mode`/`role` through
+`tina.train.checkpoints`, resume, SIGTERM); `HybridSchedule` runs iterations between the
 supervised steps of `hybrid` mode.
 
 What it does not do: train the heads or the base, or (in hybrid mode) carry the task buffer over
@@ -38,10 +38,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tina.engine import Engine, EngineConfig
-from tina.sandbox import SandboxConfig
+from tina.core.side_adapters import think_mask_context
+from tina.engine.loop import Engine, EngineConfig
 from tina.selfplay.buffer import BufferConfig, TaskBuffer, seed_buffer
-from tina.selfplay.config import SelfPlayConfig
 from tina.selfplay.proposer import propose
 from tina.selfplay.rewards import (
     hard_task_flags,
@@ -53,9 +52,19 @@ from tina.selfplay.rewards import (
     solve_rates,
     solver_rewards,
 )
+from tina.selfplay.sandbox import SandboxConfig
 from tina.selfplay.solver import Rollout, heldout_deduction_tasks, solve, solved_greedy
 from tina.selfplay.tasks import Task, mode_of
-from tina.side_adapters import think_mask_context
+from tina.train.checkpoints import (
+    StopFlag,
+    latest_checkpoint,
+    load_checkpoint,
+    load_parts,
+    save_checkpoint,
+    seed_everything,
+    write_metrics,
+)
+from tina.train.selfplay_config import SelfPlayConfig
 
 HIST_BINS = 5
 
@@ -66,7 +75,7 @@ class SelfPlayState:
 
     model: Any
     tokenizer: Any
-    intro: Any  #: `tina.introspection.Introspection` (adapters trained, heads read)
+    intro: Any  #: `tina.core.introspection.Introspection` (adapters trained, heads read)
     config: SelfPlayConfig
     buffer: TaskBuffer
     optimizer: torch.optim.Optimizer
@@ -370,27 +379,18 @@ def train_self_play(config: Any, resume: bool = False, progress: bool = True) ->
     """The trainer's `self_play` mode: `self_play.iterations` iterations on the configured model
     and introspection parts, checkpoints every `save_every` iterations (and at the end),
     metrics lines every iteration; resumable (buffer, optimizer and RNG states included)."""
-    from tina.trainer import (
-        _checkpoint,
-        _load_parts,
-        _seed_everything,
-        _StopFlag,
-        _write_metrics,
-        latest_checkpoint,
-    )
-
     sp = SelfPlayConfig.from_dict(config.self_play or {})
-    _seed_everything(config.seed)
+    seed_everything(config.seed)
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     checkpoint = latest_checkpoint(output) if resume else None
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, tokenizer, intro = _load_parts(config, device, checkpoint)
+    model, tokenizer, intro = load_parts(config, device, checkpoint)
     for p in model.parameters():  # the base and the heads stay frozen; `update` opens adapters
         p.requires_grad_(False)
     state = new_state(model, tokenizer, intro, sp)
     if checkpoint is not None:
-        saved = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
+        saved = load_checkpoint(checkpoint, "self_play")
         state.optimizer.load_state_dict(saved["optimizer"])
         state.iteration = saved["step"]
         state.rng.setstate(saved["selfplay_rng"])
@@ -408,7 +408,7 @@ def train_self_play(config: Any, resume: bool = False, progress: bool = True) ->
 
     def write(record: dict[str, Any]) -> None:
         nonlocal summary
-        _write_metrics(metrics_path, record, writer)
+        write_metrics(metrics_path, record, writer)
         summary = {**summary, **record}
 
     def save() -> None:
@@ -420,9 +420,9 @@ def train_self_play(config: Any, resume: bool = False, progress: bool = True) ->
             "buffer": list(state.buffer),
             "config": asdict(config),
         }
-        _checkpoint(output, state.iteration, intro, payload)
+        save_checkpoint(output, state.iteration, intro, payload, "self_play")
 
-    with _StopFlag() as stop:
+    with StopFlag() as stop:
         while state.iteration < sp.iterations:
             run_iterations(state, 1, write, held_out=held_out)
             if progress:

@@ -5,7 +5,7 @@
 - `parse_proposal(text)`: the model's answer (a program, then one `f(…)` call per line giving
   the inputs) as a `Proposal`, or the reason it is not one;
 - `compose_proposal(rng, mode, max_statements)`: a random program of the code-task grammar
-  (`tina.tasks.code`: `x = x + c`, `max`, `if`, `for` …; values kept in [0, 99], the range the
+  (`tina.data.tasks.code`: `x = x + c`, `max`, `if`, `for` …; values kept in [0, 99], the range the
   embedded model knows) with inputs that keep it in range: the "composes" of the seeds, used
   when the model's proposal is invalid;
 - `task_of(mode, proposal, outputs, rng, n_heldout)`: the task a checked proposal becomes;
@@ -25,9 +25,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tina.engine import Engine
-from tina.sandbox import SandboxConfig
+from tina.data.tasks.code import _statement, execute, render
+from tina.engine.loop import Engine
 from tina.selfplay.buffer import TaskBuffer
+from tina.selfplay.sandbox import SandboxConfig
 from tina.selfplay.solver import Rollout, sample_rollouts
 from tina.selfplay.tasks import (
     Abduction,
@@ -40,7 +41,6 @@ from tina.selfplay.tasks import (
     make_induction,
     render_call,
 )
-from tina.tasks.code import _statement, execute, render
 
 #: Statement kinds of the grammar per mode (abduction keeps to invertible steps).
 GRAMMAR: dict[str, tuple[str, ...]] = {

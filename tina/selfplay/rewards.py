@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Sequence
 
-from tina.contract import PLAN_CLASSES
+from tina.core.plans import PLAN_CLASSES
 
 DIRECT = "direct"  #: the no-thinking plan class
 assert DIRECT in PLAN_CLASSES

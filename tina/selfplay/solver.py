@@ -22,9 +22,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tina.engine import THINK, Engine, Request, Telemetry
-from tina.sandbox import SandboxConfig
+from tina.core.tags import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE
+from tina.data.tasks import generate_records
+from tina.engine.loop import THINK, Engine, Request, Telemetry
 from tina.selfplay.buffer import task_key
+from tina.selfplay.sandbox import SandboxConfig
 from tina.selfplay.tasks import (
     Abduction,
     Deduction,
@@ -35,8 +37,6 @@ from tina.selfplay.tasks import (
     task_from_record,
     verify_answers,
 )
-from tina.tags import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE
-from tina.tasks import generate_records
 
 
 @dataclass

@@ -11,7 +11,7 @@ A proposal (a program and inputs) becomes tasks only after `check_proposals` acc
 parses, passes the sandbox's AST rules, runs on every input without error, deterministically,
 with outputs under the size cap; each rejection says why (`status: message`). Outputs are always
 computed by the sandbox, never taken from the proposer. Prompts reuse the code tasks' question
-formats (`tina.tasks.code`), so a seeded task renders exactly the question of its suite record.
+formats (`tina.data.tasks.code`), so a seeded task renders exactly the question of its suite record.
 Answers are compared by strict value equality (`same_value`: 1, 1.0 and True differ).
 
 What it does not do: store tasks (see `tina.selfplay.buffer`), generate proposals, or compute
@@ -27,14 +27,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from tina.sandbox import Call, SandboxConfig, Verdict, run_batch
-from tina.sandbox_worker import literal_problem
-from tina.tags import extract_answer
-from tina.tasks.code import abduction_question, deduction_question, induction_question
+from tina.core.tags import extract_answer
+from tina.data.tasks.code import (
+    abduction_question,
+    deduction_question,
+    induction_question,
+)
+from tina.selfplay.sandbox import Call, SandboxConfig, Verdict, run_batch
+from tina.selfplay.sandbox_worker import literal_problem
 
 Args = tuple[Any, ...]
 Pair = tuple[Args, Any]
-MODES: tuple[str, ...] = ("deduction", "abduction", "induction")
 MAX_ANSWER_CHARS = 10_000
 
 
@@ -295,7 +298,7 @@ def selfplay_reward(
     **kwargs: Any,
 ) -> list[float]:
     """Solver reward (1.0 or 0.0) for each completion, in the TRL convention: the answer is
-    taken with `tina.tags.extract_answer` and checked by `verify_answers`."""
+    taken with `tina.core.tags.extract_answer` and checked by `verify_answers`."""
     answers = [extract_answer(c) for c in completions]
     config = sandbox_config or SandboxConfig()
     return [float(s) for s in verify_answers(selfplay_task, answers, config)]
