@@ -13,14 +13,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	@# Pin the CPU torch unless a torch is already importable (GPU users install CUDA torch first).
 	if $(PY) -c "import torch" 2>/dev/null; then \
-	  $(PY) -m pip install -q -e . ; \
+	  $(PY) -m pip install -q -e ".[all]" ; \
 	else \
-	  $(PY) -m pip install -q "$(TORCH_PIN)" -e . ; \
+	  $(PY) -m pip install -q "$(TORCH_PIN)" -e ".[all]" ; \
 	fi
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[all,dev]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -29,9 +29,9 @@ install-dev: $(VENV)/.installed-dev
 
 chat: install
 ifeq ($(strip $(PROMPT)),)
-	$(VENV)/bin/tina chat
+	@$(VENV)/bin/tina chat
 else
-	$(VENV)/bin/tina chat --prompt "$(PROMPT)" --no-stream
+	@$(VENV)/bin/tina chat --prompt "$(PROMPT)" --no-stream
 endif
 
 # The think-less recipe on the embedded model (phases A→C, budget RL, calibration, result table

@@ -43,7 +43,8 @@ from transformers import GenerationConfig
 from tina.core.introspection import attach_introspection
 from tina.core.models import load_model, render_prompt
 from tina.data.tasks import TASKS, generate_records
-from tina.engine.loop import Engine, EngineConfig, Request
+from tina.engine.loop import Engine
+from tina.engine.types import EngineConfig, Request
 
 SEED = 4242  #: held out: training and evaluation data use other seeds
 GOAL_SINGLE, GOAL_BATCH = 1.05, 1.0  #: the largest acceptable ratio (engine / generate time)

@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 
 from tina.data.tasks import TASKS, generate_records
-from tina.serve.app import EMBEDDED_MODEL_NAME
+from tina.serve.flags import EMBEDDED_MODEL_NAME
 from tina.serve.service_config import load_service_config
 
 SEED = 4242  #: held out: training and evaluation data use other seeds

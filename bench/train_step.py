@@ -3,7 +3,7 @@
 Both steps run on the same base model weights and the same batch (contract records of the task
 suite, concise traces), in the same process, interleaved so machine noise hits both alike:
 
-- **tina**: `tina.train.trainer.training_step_losses` with phase A's loss weights (answer CE, plan
+- **tina**: `tina.train.step.training_step_losses` with phase A's loss weights (answer CE, plan
 CE,
   budget loss, confidence BCE, gate sparsity), the think mask on the think span, taps recorded
   for the heads; backward; gradient clipping; AdamW step over the introspection parameters
@@ -34,7 +34,7 @@ from tina.core.introspection import (
 from tina.core.models import load_model
 from tina.data.tasks import generate_records
 from tina.train.data import collate, example_from_record
-from tina.train.trainer import training_step_losses
+from tina.train.step import training_step_losses
 
 PHASE_A = {
     "answer_ce": 1.0,

@@ -1,10 +1,14 @@
-"""Shared pytest fixtures.
+"""Shared pytest fixtures and helpers (`GatedEngine`, `wait_until`: tests import them with
+`from conftest import ...`).
 
 Tokenizers are built offline with the `tokenizers` library (no downloads): a byte-level "char"
 tokenizer, one id per byte, no merges.
 """
 
 from __future__ import annotations
+
+import threading
+import time
 
 import pytest
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
@@ -102,3 +106,36 @@ def tiny_random_model():
 def tiny_fresh():
     """Like `tiny_random_model`, but built per test, so introspection parts may be attached."""
     return _tiny_qwen_with_tags()
+
+
+# --- helpers of the serving tests ---------------------------------------------------------------
+
+
+class GatedEngine:
+    """The engine behind a gate: `generate` waits for the gate (open unless a test closes it),
+    so a test can hold a batch while others queue up; with `fail`, it raises instead."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail = False
+
+    def __getattr__(self, name: str):
+        return getattr(self.engine, name)
+
+    def generate(self, requests, on_token=None):
+        if not self.gate.wait(timeout=60):
+            raise TimeoutError("the test never opened the gate")
+        if self.fail:
+            raise RuntimeError("engine failure for the test")
+        return self.engine.generate(requests, on_token=on_token)
+
+
+def wait_until(condition, what: str, timeout: float = 30.0) -> None:
+    """Poll `condition` (a bounded wait for a state, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)

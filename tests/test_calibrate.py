@@ -17,7 +17,8 @@ from tina.core.models import embedded_model_dir, load_model
 from tina.core.plans import PLAN_CLASSES
 from tina.data.contract import write_contract_jsonl
 from tina.data.tasks import generate_records
-from tina.engine.loop import Engine, EngineConfig
+from tina.engine.loop import Engine
+from tina.engine.types import EngineConfig
 from tina.eval.calibrate import (
     PROBE_TEMPERATURE,
     T_MAX,

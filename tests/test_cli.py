@@ -128,3 +128,79 @@ def test_chat_streams_the_answer_up_to_a_stop_string(capsys, stops, printed):
     flags = [arg for stop in stops for arg in ("--stop", stop)]
     assert main(["chat", "--prompt", "Add 37 and 45", *flags]) == 0
     assert capsys.readouterr().out == printed + "\n"
+
+
+# --- optional extras ----------------------------------------------------------------------------
+
+#: (command line, the module that is not installed, modules to forget, the extra it needs)
+MISSING_EXTRAS = [
+    ("serve-fastapi", ["serve"], "fastapi", ["tina.serve.app"], "serve"),
+    ("serve-uvicorn", ["serve"], "uvicorn", [], "serve"),
+    ("tui-textual", ["tui"], "textual", ["tina.tui"], "tui"),
+    ("plot-matplotlib", ["plot", "--csv", "sweep.csv"], "matplotlib", ["tina.eval.plots"], "plots"),
+]
+
+
+def _uninstall(monkeypatch, module: str, forget: list[str]) -> None:
+    """Make `import module` fail as if it were not installed; `forget` are modules that imported
+    it already (so their next import runs again)."""
+    for name in [n for n in sys.modules if n == module or n.startswith(module + ".")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, module, None)
+    for name in forget:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+
+
+@pytest.mark.parametrize(
+    ("argv", "module", "forget", "extra"),
+    [m[1:] for m in MISSING_EXTRAS],
+    ids=[m[0] for m in MISSING_EXTRAS],
+)
+def test_a_missing_extra_is_one_line_and_exit_2(monkeypatch, capsys, argv, module, forget, extra):
+    _uninstall(monkeypatch, module, forget)
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    line = f"tina {argv[0]}: needs the '{extra}' extra: pip install 'tina[{extra}]'"
+    assert captured.err == line + "\n"
+    assert captured.out == ""
+
+
+def test_training_without_tensorboard_names_its_extra(monkeypatch, capsys):
+    """The trainer imports TensorBoard only when the config asks for it (`tensorboard: true`);
+    the command then says which extra to install."""
+    import tina.cli
+
+    def train_with_tensorboard(args):
+        """Train with TensorBoard metrics."""
+        from torch.utils.tensorboard import SummaryWriter  # what the trainer imports
+
+        return 0 if SummaryWriter else 1
+
+    _uninstall(monkeypatch, "tensorboard", ["torch.utils.tensorboard"])
+    monkeypatch.setattr(tina.cli, "cmd_train", train_with_tensorboard)
+    assert main(["train"]) == 2
+    err = capsys.readouterr().err
+    assert err == "tina train: needs the 'tensorboard' extra: pip install 'tina[tensorboard]'\n"
+
+
+def test_a_missing_module_of_no_extra_is_a_bug_and_raised(monkeypatch):
+    import tina.cli
+
+    def broken(args):
+        """Plot with a bug."""
+        raise ModuleNotFoundError("No module named 'nonexistent'", name="nonexistent")
+
+    monkeypatch.setattr(tina.cli, "cmd_plot", broken)
+    with pytest.raises(ModuleNotFoundError, match="nonexistent"):
+        main(["plot", "--csv", "sweep.csv"])
+
+
+def test_help_and_other_commands_need_no_serve_extra(monkeypatch, capsys):
+    _uninstall(monkeypatch, "fastapi", ["tina.serve.app"])
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--help"])
+    assert info.value.code == 0
+    assert "--max-queue" in capsys.readouterr().out  # the serve flags, without FastAPI
+    assert main(["chat", "--prompt", "Add 37 and 45", "--no-stream"]) == 0
+    assert capsys.readouterr().out.strip() == "82"
+    assert "tina.serve.app" not in sys.modules

@@ -193,7 +193,8 @@ def test_observe_writes_one_full_record_hidden_cot(tmp_path, capsys):
 
 
 def test_model_sees_the_raw_prompt_and_only_the_log_is_redacted(embedded, tmp_path, capsys):
-    from tina.engine.loop import Engine, EngineConfig, Request
+    from tina.engine.loop import Engine
+    from tina.engine.types import EngineConfig, Request
     from tina.serve.service_config import load_service_config
 
     model, tokenizer = embedded
@@ -245,7 +246,8 @@ def test_debug_per_layer_with_prompts_file_and_batches(tmp_path, capsys):
 def test_observation_record_per_layer_heads(tiny_fresh):
     from tina.core.introspection import IntrospectionConfig, attach_introspection
     from tina.core.metacog_heads import HeadsConfig
-    from tina.engine.loop import Engine, EngineConfig, Request
+    from tina.engine.loop import Engine
+    from tina.engine.types import EngineConfig, Request
 
     model, tokenizer = tiny_fresh
     intro = attach_introspection(model, IntrospectionConfig(heads=HeadsConfig(per_layer=True)))

@@ -15,7 +15,8 @@ from tina.core.introspection import IntrospectionConfig, attach_introspection
 from tina.core.tags import ANSWER_OPEN, THINK_CLOSE
 from tina.data.contract import write_contract_jsonl
 from tina.data.tasks import generate_records
-from tina.engine.loop import Engine, EngineConfig
+from tina.engine.loop import Engine
+from tina.engine.types import EngineConfig
 from tina.selfplay.loop import new_state, policy_loss, self_play_iteration
 from tina.selfplay.proposer import compose_task, parse_proposal, proposer_prompt
 from tina.selfplay.sandbox import SandboxConfig

@@ -25,10 +25,10 @@ from tina.selfplay.tasks import (
     make_induction,
     mode_of,
     parameters,
-    render_prompt,
     same_value,
     selfplay_reward,
     task_from_record,
+    task_question,
     verify_answers,
 )
 
@@ -50,7 +50,7 @@ def test_suite_records_render_their_own_questions() -> None:
     pairs = suite_tasks()
     assert {mode_of(t) for _, t in pairs} == {"deduction", "abduction", "induction"}
     for record, task in pairs:
-        assert render_prompt(task) == record["meta"]["question"]
+        assert task_question(task) == record["meta"]["question"]
 
 
 def test_gold_answers_of_suite_tasks_verify_in_the_sandbox() -> None:
@@ -61,11 +61,11 @@ def test_gold_answers_of_suite_tasks_verify_in_the_sandbox() -> None:
 
 def test_prompts_for_general_values() -> None:
     deduction = Deduction(PAIR_SUM, "f", ("ab", [1]), None)
-    assert render_prompt(deduction) == f"What does f('ab', [1]) return?\n{PAIR_SUM}"
+    assert task_question(deduction) == f"What does f('ab', [1]) return?\n{PAIR_SUM}"
     abduction = Abduction(PAIR_SUM, "f", [5, 6], (2, 3))
-    assert render_prompt(abduction) == f"Find a, b so that f(a, b) returns [5, 6].\n{PAIR_SUM}"
+    assert task_question(abduction) == f"Find a, b so that f(a, b) returns [5, 6].\n{PAIR_SUM}"
     induction = Induction(PAIR_SUM, "f", (((1, 2), [3, 2]),), (((0, 0), [0, 0]),), "sum, product")
-    assert render_prompt(induction) == "Write f so that f(1, 2) = [3, 2].\nsum, product"
+    assert task_question(induction) == "Write f so that f(1, 2) = [3, 2].\nsum, product"
     assert parameters(PAIR_SUM, "f") == ["a", "b"]
 
 

@@ -5,6 +5,7 @@ logs that hold neither the key nor the thinking."""
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
@@ -16,11 +17,13 @@ import httpx
 import openai
 import pytest
 import uvicorn
-from test_batcher import GatedEngine, wait_until
+from conftest import GatedEngine, wait_until
 
 from tina.core.checks import ConfigError
-from tina.engine.loop import Engine, EngineConfig, Request
-from tina.serve.app import EMBEDDED_MODEL_NAME, create_app
+from tina.engine.loop import Engine
+from tina.engine.types import EngineConfig, Request
+from tina.serve.app import create_app
+from tina.serve.flags import EMBEDDED_MODEL_NAME
 from tina.serve.service_config import AuthConfig, Limits, ServiceConfig
 
 KEY = "sk-test-8f3a1c"
@@ -44,8 +47,10 @@ SERVICE = ServiceConfig(
 class LiveServer:
     """A uvicorn server for `app` on a free loopback port, in a background thread."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, send_buffer: int | None = None) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if send_buffer is not None:  # the accepted connections inherit it
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
         sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         self.app = app
@@ -70,8 +75,9 @@ class LiveServer:
 
 
 @contextmanager
-def live(engine, service=SERVICE) -> Iterator[LiveServer]:
-    server = LiveServer(create_app(engine, service, model_name=MODEL, api_keys=[KEY]))
+def live(engine, service=SERVICE, send_buffer: int | None = None) -> Iterator[LiveServer]:
+    app = create_app(engine, service, model_name=MODEL, api_keys=[KEY])
+    server = LiveServer(app, send_buffer)
     try:
         yield server
     finally:
@@ -109,7 +115,7 @@ def ask(client: openai.OpenAI, question: str, **kw):
 
 def solo(engine: Engine, question: str, **kw):
     """The engine's own result for the request the server builds by default."""
-    request = Request(question, budget_cap=24, max_tokens=SERVICE.limits.max_tokens, **kw)
+    request = Request(question, **{"budget_cap": 24, "max_tokens": SERVICE.limits.max_tokens, **kw})
     return engine.generate([request])[0]
 
 
@@ -227,10 +233,13 @@ def test_max_thinking_tokens_caps_the_thinking(client, cap):
 
 
 @pytest.mark.parametrize("max_tokens", [1, 9, 20], ids=lambda n: f"max{n}")
-def test_max_tokens_bounds_thinking_and_answer_together(client, max_tokens):
+def test_max_tokens_bounds_thinking_and_answer_together(engine, client, max_tokens):
+    want = solo(engine, "Add 9031 and 8877", max_tokens=max_tokens)
     got = ask(client, "Add 9031 and 8877", max_tokens=max_tokens)
     assert 1 <= got.usage.completion_tokens <= max_tokens
-    assert got.choices[0].message.content is not None
+    assert got.choices[0].message.content == want.output
+    finish = "length" if want.telemetry.forced_answer_close else "stop"
+    assert got.choices[0].finish_reason == finish
 
 
 def test_the_engine_token_limit_holds_for_sampled_rows(engine):
@@ -278,44 +287,77 @@ def test_over_limit_requests_are_refused(server, client):
 
 
 def _body(**fields) -> bytes:
-    import json
-
     payload = {"model": MODEL, "messages": [{"role": "user", "content": "Add 1 and 2"}]}
     payload.update(fields)
     return json.dumps(payload).encode()
 
 
+USER = b'"messages": [{"role": "user", "content": "Add 1 and 2"}]'  #: a valid `messages`
+
+# Each body is wrong in one way only: the not-UTF-8, NaN and duplicate-key bodies would be
+# answered (200) by a lenient parser, so their `invalid_json` code says the strict one caught them.
 MALFORMED = [
-    ("not-json", b'{"model": "tina-embedded", "messages": [', 400),
-    ("not-utf8", b'{"model": "\xff\xfe"}', 400),
-    ("array", b"[1, 2]", 400),
-    ("nan", b'{"model": "tina-embedded", "temperature": NaN, "messages": []}', 400),
-    ("duplicate-key", b'{"model": "a", "model": "b", "messages": []}', 400),
-    ("deep", b"[" * 1000 + b"]" * 1000, 400),
-    ("empty", b"", 400),
-    ("no-model", b'{"messages": [{"role": "user", "content": "hi"}]}', 400),
-    ("messages-string", _body(messages="Add 1 and 2"), 400),
-    ("no-messages", _body(messages=[]), 400),
-    ("no-user", _body(messages=[{"role": "system", "content": "hi"}]), 400),
-    ("content-number", _body(messages=[{"role": "user", "content": 12}]), 400),
-    ("image-part", _body(messages=[{"role": "user", "content": [{"type": "image_url"}]}]), 400),
-    ("temperature-string", _body(temperature="0.5"), 400),
-    ("temperature-high", _body(temperature=7), 400),
-    ("max-tokens-float", _body(max_tokens=3.5), 400),
-    ("max-tokens-bool", _body(max_tokens=True), 400),
-    ("max-tokens-zero", _body(max_tokens=0), 400),
-    ("stream-string", _body(stream="yes"), 400),
-    ("thinking-negative", _body(max_thinking_tokens=-1), 400),
-    ("n-two", _body(n=2), 400),
-    ("unknown-model", _body(model="gpt-4o"), 404),
+    ("not-json", b'{"model": "tina-embedded", "messages": [', 400, "invalid_json"),
+    (
+        "not-utf8",
+        b'{"model": "tina-embedded", "messages": [{"role": "user", "content": "\xff\xfe"}]}',
+        400,
+        "invalid_json",
+    ),
+    ("array", b"[1, 2]", 400, "invalid_json"),
+    (
+        "nan",
+        b'{"model": "tina-embedded", "frequency_penalty": NaN, ' + USER + b"}",
+        400,
+        "invalid_json",
+    ),
+    (
+        "duplicate-key",
+        b'{"model": "gpt-4o", "model": "tina-embedded", ' + USER + b"}",
+        400,
+        "invalid_json",
+    ),
+    ("deep", b"[" * 1000 + b"]" * 1000, 400, "invalid_json"),
+    ("empty", b"", 400, "invalid_json"),
+    ("no-model", b'{"messages": [{"role": "user", "content": "hi"}]}', 400, "invalid_value"),
+    ("messages-string", _body(messages="Add 1 and 2"), 400, "invalid_value"),
+    ("no-messages", _body(messages=[]), 400, "invalid_value"),
+    ("no-user", _body(messages=[{"role": "system", "content": "hi"}]), 400, None),
+    ("content-number", _body(messages=[{"role": "user", "content": 12}]), 400, "invalid_value"),
+    (
+        "image-part",
+        _body(messages=[{"role": "user", "content": [{"type": "image_url"}]}]),
+        400,
+        None,
+    ),
+    ("temperature-string", _body(temperature="0.5"), 400, "invalid_value"),
+    ("temperature-high", _body(temperature=7), 400, "invalid_value"),
+    ("max-tokens-float", _body(max_tokens=3.5), 400, "invalid_value"),
+    ("max-tokens-bool", _body(max_tokens=True), 400, "invalid_value"),
+    ("max-tokens-zero", _body(max_tokens=0), 400, "invalid_value"),
+    ("stream-string", _body(stream="yes"), 400, "invalid_value"),
+    ("thinking-negative", _body(max_thinking_tokens=-1), 400, "invalid_value"),
+    ("n-two", _body(n=2), 400, None),
+    ("unknown-model", _body(model="gpt-4o"), 404, "model_not_found"),
 ]
 
 
 @pytest.mark.parametrize(
-    "body,status", [(b, s) for _, b, s in MALFORMED], ids=[m[0] for m in MALFORMED]
+    "body,status,code", [m[1:] for m in MALFORMED], ids=[m[0] for m in MALFORMED]
 )
-def test_malformed_input_is_a_4xx_with_an_openai_error(server, body, status):
-    assert_openai_error(post(server, body, headers={"Content-Type": "application/json"}), status)
+def test_malformed_input_is_a_4xx_with_an_openai_error(server, body, status, code):
+    response = post(server, body, headers={"Content-Type": "application/json"})
+    assert assert_openai_error(response, status)["code"] == code
+
+
+def test_the_strict_cases_are_valid_requests_to_a_lenient_parser():
+    """The not-UTF-8, NaN and duplicate-key bodies are wrong only in what strict JSON refuses."""
+    from tina.serve.openai_types import ChatCompletionRequest
+
+    for name, body, _, _ in MALFORMED:
+        if name in ("not-utf8", "nan", "duplicate-key"):
+            lenient = json.loads(body.decode("utf-8", "replace"))
+            assert ChatCompletionRequest.model_validate(lenient).model == MODEL, name
 
 
 def test_other_routes_and_methods_are_openai_errors(server):
@@ -374,16 +416,98 @@ def test_concurrent_clients_are_batched_and_get_their_own_answers(engine, gated,
     assert health["batches"] >= 2 and health["batched_requests"] >= 7
 
 
-def test_a_client_that_stops_reading_blocks_nobody(server):
-    body = _body(stream=True, visible_cot=True)
-    headers = {"Authorization": f"Bearer {KEY}"}
-    with httpx.stream(
-        "POST", f"{server.url}/v1/chat/completions", content=body, headers=headers, timeout=60
-    ) as stalled:
-        assert stalled.status_code == 200
-        next(stalled.iter_lines())  # read one line, then stop reading
-        reply = ask(server.client(), "Add 37 and 45")
-        assert reply.choices[0].message.content == "82"
+#: a service whose streams can be far larger than socket buffers: long visible thinking
+LONG = replace(
+    SERVICE,
+    budget_cap=1000,
+    limits=replace(SERVICE.limits, max_prompt_chars=200, max_tokens=1100, max_body_bytes=4096),
+)
+LONG_QUESTION = "Add " + "7" * 60 + " and " + "5" * 60  #: thinks until its budget is spent
+SMALL_BUFFER = 4096  #: SO_SNDBUF of the server, SO_RCVBUF of the stalled client (bytes)
+
+
+def _raw_request(url: str, body: bytes) -> socket.socket:
+    """A connection with a small receive buffer that has sent one chat request."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
+    sock.settimeout(60)
+    sock.connect((host, int(port)))
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    sock.sendall(head.encode() + body)
+    return sock
+
+
+def _dechunk(data: bytes) -> bytes:
+    """The payload of a chunked HTTP/1.1 body."""
+    out = bytearray()
+    while True:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return bytes(out)
+        out += data[:size]
+        data = data[size + 2 :]
+
+
+def _streamed_lines(caplog) -> int:
+    return sum("stream=True" in r.getMessage() for r in caplog.records)
+
+
+def test_a_client_that_stops_reading_blocks_nobody(embedded, caplog):
+    """A stream far larger than the socket buffers (1000 visible thinking tokens, over 100 kB of
+    SSE) to a client that reads the headers, then stops: the engine still finishes the row (the
+    rest waits in the stream's queue, not in the engine), its handler waits on that client
+    alone while another client is answered, and the stream arrives whole once read again."""
+    model, tokenizer = embedded
+    engine = Engine(model, tokenizer, config=EngineConfig.from_service_config(LONG))
+    want = engine.generate([Request("Add 37 and 45", max_tokens=LONG.limits.max_tokens)])[0]
+    body = json.dumps(
+        {
+            "model": MODEL,
+            "stream": True,
+            "visible_cot": True,
+            "messages": [{"role": "user", "content": LONG_QUESTION}],
+        }
+    ).encode()
+    with (
+        caplog.at_level(logging.INFO, logger="tina.serve.app"),
+        live(GatedEngine(engine), LONG, send_buffer=SMALL_BUFFER) as server,
+    ):
+        before = server.batcher.requests_run
+        stalled = _raw_request(server.url, body)
+        try:
+            head = b""
+            while b"\r\n\r\n" not in head:  # the headers, byte by byte; then no more reading
+                head += stalled.recv(1)
+            assert head.startswith(b"HTTP/1.1 200")
+            wait_until(
+                lambda: server.batcher.requests_run > before and server.batcher.running == 0,
+                "the engine to finish the stalled request",
+                timeout=180,  # 1000 tokens on a busy 2-core machine
+            )
+            reply = ask(server.client(), "Add 37 and 45")
+            assert reply.choices[0].message.content == want.output
+            assert _streamed_lines(caplog) == 0  # its handler still waits to send the rest
+            received = bytearray()
+            while chunk := stalled.recv(65536):
+                received += chunk
+        finally:
+            stalled.close()
+        wait_until(lambda: _streamed_lines(caplog) == 1, "the stalled stream's log line")
+    stream = _dechunk(bytes(received)).decode()
+    assert len(stream) > 100_000  # far more than the buffers hold: the handler had to wait
+    events = [line.removeprefix("data: ") for line in stream.split("\n\n") if line]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    thinking = "".join(c["choices"][0]["delta"].get("reasoning_content", "") for c in chunks)
+    (last,) = [c for c in chunks if c["choices"][0].get("finish_reason")]
+    assert last["telemetry"]["think_tokens"] == LONG.budget_cap  # bounded by its budget
+    assert len(thinking) >= LONG.budget_cap // 2
 
 
 def test_a_full_queue_is_429(engine):

@@ -11,7 +11,7 @@ from tina.cli import main
 from tina.core.introspection import attach_introspection
 from tina.data.contract import ContractError, write_contract_jsonl
 from tina.data.tasks import generate_records
-from tina.engine.loop import EngineConfig
+from tina.engine.types import EngineConfig
 from tina.eval.sweep import (
     AUTO,
     SWEEP_COLUMNS,

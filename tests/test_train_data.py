@@ -8,7 +8,7 @@ import pytest
 
 from tina.data.contract import write_contract_jsonl
 from tina.data.tasks import generate_records
-from tina.train.data import batch_order, collate, load_examples
+from tina.train.data import TrainDataError, batch_order, collate, load_examples
 
 
 @pytest.fixture
@@ -71,8 +71,32 @@ def test_bad_record_names_file_and_line(tokenizer, tmp_path):
     path = tmp_path / "d.jsonl"
     good = generate_records("add", 1, seed=0, difficulties=[2])[0]
     path.write_text(json.dumps(good) + "\n" + json.dumps({"text": "no tags"}) + "\n")
-    from tina.data.contract import ContractError
-
-    with pytest.raises(ContractError, match=r"d\.jsonl:2: tags"):
+    with pytest.raises(TrainDataError, match=r"d\.jsonl:2: tags"):
         load_examples(tokenizer, path)
     assert len(load_examples(tokenizer, path, strict=False)) == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param(None, "missing.jsonl: file not found", id="missing"),
+        pytest.param("", "empty.jsonl: no records to train on", id="empty"),
+        pytest.param("\n  \n", "empty.jsonl: no records to train on", id="blank-lines"),
+    ],
+)
+def test_a_file_with_nothing_to_train_on_is_one_error_naming_it(
+    tokenizer, tmp_path, content, message
+):
+    path = tmp_path / ("missing.jsonl" if content is None else "empty.jsonl")
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(TrainDataError) as info:
+        load_examples(tokenizer, path)
+    assert str(info.value) == f"{tmp_path}/{message}"
+
+
+def test_only_bad_records_left_after_skipping_is_no_records(tokenizer, tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"text": "no tags"}) + "\n")
+    with pytest.raises(TrainDataError, match=r"bad\.jsonl: no records to train on \(1 bad"):
+        load_examples(tokenizer, path, strict=False)

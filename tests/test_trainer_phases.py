@@ -28,7 +28,8 @@ from tina.core.tags import reasoning_structure_error
 from tina.data.contract import write_contract_jsonl
 from tina.data.tasks import generate_records
 from tina.data.tasks.scoring import score_record
-from tina.engine.loop import Engine, EngineConfig
+from tina.engine.loop import Engine
+from tina.engine.types import EngineConfig
 from tina.train.config import TrainConfigError, load_train_config
 from tina.train.data import collate, example_from_record
 from tina.train.on_policy import OnPolicyConfig, record_prompt, sample_records
@@ -266,9 +267,16 @@ def test_sigterm_ends_the_run_cleanly_with_a_final_checkpoint(tmp_path, data_fil
 
 def test_two_processes_under_accelerate_launch(tmp_path, data_file):
     """The same command under `accelerate launch --num_processes 2` (CPU, gloo): each process
-    takes half of every global batch, gradients are averaged, weights stay identical (the
-    trainer checks), and only the main process writes metrics and checkpoints."""
-    path = _write(tmp_path, data_file, steps=3, save_every=3, batch_size=4, tensorboard=False)
+    takes half of every global batch, Accelerate's DDP averages the gradients (prepared again
+    when phase B freezes the adapters), weights stay identical (the trainer checks), only the
+    main process writes metrics and checkpoints, and the result is one process's on the same
+    global batches: the heads to 1e-5, the adapters (own gate noise per process) to 1e-2."""
+    phases = [
+        {"name": "A", "until_step": 2, "train": ["heads", "adapters"]},
+        {"name": "B", "until_step": 3, "train": ["heads"], "loss_weights": {"think_ce": 0.5}},
+    ]
+    settings = {"steps": 3, "save_every": 3, "tensorboard": False, "phases": phases}
+    path = _write(tmp_path, data_file, batch_size=4, **settings)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [
@@ -300,7 +308,17 @@ def test_two_processes_under_accelerate_launch(tmp_path, data_file):
     assert proc.stdout.count("done:") == 1 and "'processes': 2" in proc.stdout
     lines = _lines(tmp_path / "run")
     assert [r["step"] for r in lines] == [1, 2, 3]  # written once, by the main process
-    assert (tmp_path / "run" / "checkpoint-3" / "introspection.safetensors").is_file()
+    assert [r["phase"] for r in lines] == ["A", "A", "B"]
+    two = load_file(str(tmp_path / "run" / "checkpoint-3" / "introspection.safetensors"))
+    one_process = load_train_config(_write(tmp_path / "one", data_file, batch_size=8, **settings))
+    train(one_process, progress=False)
+    one = load_file(
+        str(Path(one_process.output_dir) / "checkpoint-3" / "introspection.safetensors")
+    )
+    assert one.keys() == two.keys()
+    for part, tolerance in (("heads.", 1e-5), ("adapters.", 1e-2)):
+        keys = [k for k in one if k.startswith(part)]
+        assert keys and max(float((one[k] - two[k]).abs().max()) for k in keys) < tolerance, part
 
 
 def test_phase_d_calibrates_on_eval_data_and_keeps_the_file_in_the_checkpoint(

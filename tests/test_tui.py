@@ -161,8 +161,8 @@ def test_whole_config_errors_come_from_the_trainer_and_land_on_their_fields(base
     form.update(steps="0", eval_every="-2")
     base["lr"] = {"brain": 0.1}  # not a field of the form: a general problem
     problems = validate_form(base, form)
-    assert problems["steps"].startswith("steps: expected a positive integer, got 0")
-    assert problems["eval_every"].startswith("eval_every: expected an integer >= 0")
+    assert problems["steps"].startswith("steps: must be >= 1, got 0")
+    assert problems["eval_every"].startswith("eval_every: must be >= 0, got -2")
     assert "lr.brain: unknown group" in problems[GENERAL]
     assert set(problems) == {"steps", "eval_every", GENERAL}
 
@@ -265,7 +265,7 @@ async def test_invalid_input_shows_its_message_and_starts_nothing(base_config, t
         assert "steps" not in app.problems and not error.display
         steps.value = "0"  # a rule of the whole config: the trainer's own message
         await pilot.pause()
-        assert str(error.content).startswith("steps: expected a positive integer, got 0")
+        assert str(error.content).startswith("steps: must be >= 1, got 0")
         await pilot.click("#run")
         await pilot.press("ctrl+r")
         await pilot.pause()

@@ -16,8 +16,9 @@ import sys
 from typing import Any, TextIO
 
 from tina.core.tags import tag_ids
-from tina.engine.loop import ANSWER, THINK, Engine, Request
+from tina.engine.loop import Engine
 from tina.engine.stop_strings import streamable
+from tina.engine.types import ANSWER, THINK, Request, resolve_visibility
 from tina.serve.runtime import load_engine, request_from_args
 
 
@@ -67,7 +68,7 @@ def answer_question(
     engine: Engine, request: Request, *, stream: bool, as_json: bool, out: TextIO
 ) -> None:
     """Answer one question, printing to `out`."""
-    visible = engine.config.visible_cot if request.visible_cot is None else request.visible_cot
+    visible = resolve_visibility(request.visible_cot, engine.config.visible_cot)
     streamer = None
     if stream and not as_json:
         streamer = Streamer(engine.tokenizer, visible, out, request.stop)

@@ -93,7 +93,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_quality(args: argparse.Namespace) -> int:
     """Accuracy per task and difficulty with full, cut and no thinking."""
     from tina.core.models import embedded_model_dir, load_model
-    from tina.eval.quality import evaluate_quality, markdown_table, write_quality
+    from tina.eval.quality import evaluate_quality, quality_markdown_table, write_quality
     from tina.train.bootstrap import seen_questions_of
 
     model_dir = Path(args.model) if args.model else embedded_model_dir()
@@ -107,7 +107,7 @@ def cmd_quality(args: argparse.Namespace) -> int:
         progress=lambda line: print(line, flush=True),
     )
     csv_path, md_path = write_quality(rows, Path(args.out))
-    print(markdown_table(rows))
+    print(quality_markdown_table(rows))
     print(f"wrote {csv_path} and {md_path} in {time.perf_counter() - started:.0f}s")
     return 0
 
@@ -130,7 +130,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train the introspection parts (phases from train_config.yaml), resumable."""
-    from tina.train.config import TrainConfigError, load_train_config
+    from tina.core.checks import ConfigError
+    from tina.train.checkpoints import CheckpointError
+    from tina.train.config import load_train_config
+    from tina.train.data import TrainDataError
     from tina.training import run
 
     overrides: dict[str, Any] = {}
@@ -147,8 +150,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["output_dir"] = args.output_dir
     try:
         config = load_train_config(args.train_config, overrides)
-    except TrainConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
         return 2
     if not config.train_data and config.mode != "self_play":
         print(
@@ -156,7 +160,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    summary = run(config, resume=args.resume, progress=not args.no_progress)
+    try:
+        summary = run(config, resume=args.resume, progress=not args.no_progress)
+    except (TrainDataError, CheckpointError) as exc:  # raised before anything is written
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if summary:
         shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}
         print(f"done: {shown}")
@@ -168,9 +176,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from tina.eval.sweep import (
         SweepError,
         load_eval_items,
-        markdown_table,
         parse_budgets,
         sweep_engine,
+        sweep_markdown_table,
     )
     from tina.serve.runtime import load_engine
 
@@ -196,7 +204,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     except SweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(markdown_table(result.rows))
+    print(sweep_markdown_table(result.rows))
     print("wrote " + ", ".join(str(p) for p in result.paths.values()))
     return 0
 
@@ -255,6 +263,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
 def cmd_recipe(args: argparse.Namespace) -> int:
     """Run the think-less recipe (phases A→C, budget RL, calibration, the result table)."""
+    from tina.core.checks import ConfigError
     from tina.recipe import (
         RecipeResumeError,
         check_stage,
@@ -262,12 +271,13 @@ def cmd_recipe(args: argparse.Namespace) -> int:
         load_recipe_config,
         run_recipe,
     )
-    from tina.train.config import TrainConfigError
+    from tina.train.data import TrainDataError
 
     try:
         config = load_recipe_config(args.config)
-    except TrainConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
         check_stage(args.start)
@@ -280,8 +290,12 @@ def cmd_recipe(args: argparse.Namespace) -> int:
         config.ship_to = str(default_ship_dir())
     try:
         run_recipe(config, start=args.start)
-    except RecipeResumeError as exc:
+    except (RecipeResumeError, TrainDataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:  # a stage's train config (the recipe's phase_a / phase_c keys)
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
         return 2
     return 0
 
@@ -387,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = _add(sub, "serve", cmd_serve)
-    from tina.serve.app import add_serve_arguments
+    from tina.serve.flags import add_serve_arguments
     from tina.serve.runtime import add_model_arguments
 
     add_model_arguments(p)
@@ -471,11 +485,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: the optional modules a command may need, and the extra (pyproject.toml) that installs each
+EXTRA_OF_MODULE = {
+    "fastapi": "serve",
+    "starlette": "serve",
+    "pydantic": "serve",
+    "uvicorn": "serve",
+    "textual": "tui",
+    "matplotlib": "plots",
+    "tensorboard": "tensorboard",
+}
+
+
+def missing_extra(command: str, exc: ModuleNotFoundError) -> int:
+    """For a module of an extra that is not installed: one line naming the extra to install,
+    exit code 2. Any other missing module is a bug, raised again."""
+    extra = EXTRA_OF_MODULE.get((exc.name or "").partition(".")[0])
+    if extra is None:
+        raise exc
+    print(
+        f"tina {command}: needs the '{extra}' extra: pip install 'tina[{extra}]'", file=sys.stderr
+    )
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse `argv` and run the chosen subcommand; returns its exit code.
 
     Bad input a user can fix (a missing file, a broken config, calibration or data file) is
-    reported in one line naming the file, with exit code 2, not as a traceback."""
+    reported in one line naming the file, with exit code 2, not as a traceback; so is a command
+    whose optional extra is not installed (`missing_extra`)."""
     from tina.core.calibration import CalibrationError
     from tina.core.checks import ConfigError
     from tina.data.contract import ContractError
@@ -486,6 +525,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CalibrationError, ConfigError, ContractError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        return missing_extra(args.command, exc)
     return code
 
 

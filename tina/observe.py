@@ -1,16 +1,12 @@
 """`tina observe`: run prompts through the engine and append structured JSONL observation logs.
 
 What it does: loads the engine every command uses (`tina.serve.runtime.load_engine`), runs the
-prompts
-(`--prompt`, repeatable, and/or `--prompts-file`, one per line) in batches, prints each shown
-output to stdout, and appends one JSON line per prompt to `--jsonl-out` (`observation_record`):
-the prompt, the think/answer sections with their token counts, what the user was shown, the
-heads' outputs (per tapped layer too with `--debug-per-layer`), the side-adapter gates, latency,
-tokens/s and the leak/forced-close flags.
-
-Logs are redacted by default with `tina.serve.redact.redact_record` (emails, phone-number shapes,
-runs of 6+ digits; see `tina.serve.redact`); `--log-raw` writes them as they are. Redaction applies
-to
+prompts (`--prompt`, repeatable, and/or `--prompts-file`, one per line) in batches, prints each
+shown output to stdout, and appends one JSON line per prompt to `--jsonl-out`
+(`observation_record`): the prompt, the think/answer sections with their token counts, what the
+user was shown, the heads' outputs (per tapped layer too with `--debug-per-layer`), the
+side-adapter gates, latency, tokens/s and the leak/forced-close flags. Logs are redacted by
+default with `tina.serve.redact.redact_record` (`--log-raw`: as they are); redaction applies to
 the record only: the engine is fed the raw prompt and stdout shows the raw output.
 
 What it does not do: decide anything (the engine does), rotate or upload logs, or redact
@@ -21,18 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from tina.core.checks import json_safe
+from tina.engine.types import Request, Result, resolve_visibility
 from tina.serve.redact import redact_record
-
-if TYPE_CHECKING:
-    from tina.engine.loop import Request, Result
 
 DEFAULT_JSONL_OUT = "logs/obs.jsonl"
 DEFAULT_BATCH_SIZE = 8
@@ -52,17 +46,6 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _json_safe(obj: Any) -> Any:
-    """`obj` with non-finite floats as None (JSON has no NaN or Infinity)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {key: _json_safe(value) for key, value in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(item) for item in obj]
-    return obj
-
-
 def observation_record(
     request: Request, result: Result, *, debug_per_layer: bool, raw: bool
 ) -> dict[str, Any]:
@@ -80,10 +63,8 @@ def observation_record(
     read off the result (visible output is the whole completion).
     """
     t = result.telemetry
-    visible = (
-        request.visible_cot
-        if request.visible_cot is not None
-        else result.output == result.completion != result.answer
+    visible = resolve_visibility(
+        request.visible_cot, result.output == result.completion != result.answer
     )
     record: dict[str, Any] = {
         "prompt": request.prompt,
@@ -118,7 +99,7 @@ def observation_record(
     # the timestamp is added after redaction: it is not user text
     return {
         "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-        **_json_safe(record),
+        **json_safe(record),
     }
 
 
@@ -168,7 +149,7 @@ def run_observe(args: Any) -> int:
         print("error: no prompts: give --prompt and/or --prompts-file", file=sys.stderr)
         return 2
     engine, _ = load_engine(args)
-    visible = engine.config.visible_cot if args.visible_cot is None else args.visible_cot
+    visible = resolve_visibility(args.visible_cot, engine.config.visible_cot)
     written = 0
     for start in range(0, len(prompts), args.batch_size):
         requests = [

@@ -1,47 +1,15 @@
 """The think-less recipe: embedded model → phase A → minimal budgets → phase C → budget RL →
 calibration → the token-efficiency result, from one config file and one command.
 
-`tina recipe --config configs/budget_recipe.yaml [--ship] [--from STAGE]` runs these stages
-(`STAGES`: data, phase_a, search, phase_c, policy, calibration, evaluation), in `output_dir`:
-
-1. **data**: the task suite's cells (task × difficulty): concise training records (`train.jsonl`),
-   items for the minimal-budget search, a calibration split (`dev.jsonl`) and held-out test items
-   (`test.jsonl`: questions the bootstrap corpus never held where the space allows, as
-   `tina quality` picks them; none of them in the other splits);
-2. **phase A** (`tina.train.trainer`, frozen base): heads and adapters on concise traces;
-3. **minimal budgets** (`tina.train.budget_search`): the phase-A model's own thinks at a grid of
-budgets,
-   the smallest one that still answers correctly, written as on-policy records
-   (`onpolicy.jsonl`; what was found per item in `minimal_budgets.json`);
-4. **phase C** (`tina.train.trainer`): heads and adapters on those records (budget target = the
-minimal
-   budget, confidence target = correctness, think CE on the model's own successful thinks);
-5. **budget policy** (`tina.train.budget_policy`): REINFORCE of the budget head on the items the
-   reference (adapters off, thinking freely) solves, reward = correct − λ · think tokens,
-   several budgets per item against a leave-one-out baseline, with the exit check on
-   (`policy_exit_threshold`) as it will serve;
-6. **pruning** of dead side adapters (`tina.train.pruning`; with the shipped recipe, which trains
-the
-   heads only, every adapter is still at its identity start and goes), then **calibration**
-   (`tina.eval.calibrate`) on the dev split, written beside the final parts in
-   `final/` (introspection parts + `metacog_calibration.json`), and the **exit check**'s
-   threshold (`tina.eval.exit_check`), fitted on the dev split too; the confidence is then fitted
-   again under it (the check changes a few answers) and the file keeps it;
-7. **the result** (`tina.eval.sweep`) on the test items: the reference thinking freely, Tina at
-   fixed budgets (the curve) and at its own budget (`auto`): `artifacts/budget_result.md`
-   (+ `.json`), the sweep CSVs and the plots.
-
-`--from STAGE` starts at a later stage: the stages before it are not run, and what they wrote
-in `output_dir` is read instead (a missing file is a `RecipeResumeError` naming it and the
-stage that writes it); every stage reads its inputs from those files, so a run resumed at a
-stage gives what the full run gives. Use it after a crash, or to redo the calibration and
-the result with changed code (`--from calibration`). Training phases also resume from their
-own checkpoints when the run starts at them (`--from phase_a`, `--from phase_c`); a phase that
-runs after an earlier stage of the same run trains afresh (its old checkpoints were trained on
-the inputs that stage has just rewritten).
-
-With `--ship` (or `ship_to` in the config), `final/` is copied to the embedded model's
-`introspection/` directory, which `tina chat` / `tina serve` load by default.
+`tina recipe --config configs/budget_recipe.yaml [--ship] [--from STAGE]` runs the `STAGES` in
+`output_dir`: data (train, search, dev and test splits), phase_a (`tina.train.trainer`, frozen
+base), search (`tina.train.budget_search`), phase_c, policy (`tina.train.budget_policy`, with
+the exit check on), calibration (pruning, `tina.eval.calibrate`, `tina.eval.exit_check`, into
+`final/`), evaluation (`tina.eval.sweep`, `tina.eval.budget_result`: `artifacts/`). What each
+stage reads and writes: docs/recipe.md. `--from STAGE` skips the stages before it and reads
+what they wrote (a missing file is a `RecipeResumeError` naming it and its stage), so a resumed
+run gives what the full run gives. `--ship` (or `ship_to`) copies `final/` to the embedded
+model's `introspection/`, which `tina chat` / `tina serve` load by default.
 
 What it does not do: self-play, or partial unfreeze of the base (the trainer supports both; the
 recipe keeps the base frozen so the reference stays the shipped model).
@@ -50,7 +18,6 @@ recipe keeps the base frozen so the reference stays the shipped model).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import statistics
 import time
@@ -61,13 +28,15 @@ from typing import Any
 
 import yaml
 
-from tina.core.atomic import atomic_write
+from tina.core.atomic import atomic_directory, atomic_write
 from tina.core.calibration import CALIBRATION_FILE, Calibration, load_calibration, save_calibration
+from tina.core.checks import ROOT_FIELD, ConfigError, Problem, int_problem, number_problem
 from tina.core.introspection import CONFIG_NAME, load_introspection, save_introspection
 from tina.core.models import embedded_model_dir, load_model
 from tina.data.contract import read_contract_jsonl, write_contract_jsonl
 from tina.data.tasks import generate_records
-from tina.engine.loop import Engine, EngineConfig
+from tina.engine.loop import Engine
+from tina.engine.types import EngineConfig
 from tina.eval.budget_result import dev_line, result_table
 from tina.eval.quality import DEFAULT_SUITE, heldout_items
 from tina.eval.sweep import AUTO, EvalItem, decode_items, item_from_record, sweep_engine
@@ -81,7 +50,7 @@ from tina.train.budget_search import (
     minimal_budgets,
 )
 from tina.train.checkpoints import latest_checkpoint
-from tina.train.config import TrainConfigError, load_train_config, read_config_yaml
+from tina.train.config import load_train_config, read_config_yaml
 from tina.train.trainer import train
 
 
@@ -116,50 +85,72 @@ class RecipeConfig:
     ship_to: str | None = None  #: copy `final/` here at the end (`--ship`: the embedded dir)
 
 
+def _block_problems(key: str, block: dict[str, Any], cls: Any) -> list[tuple[str, str | None]]:
+    """Unknown keys, and values of the wrong type (by the field's annotation: `int`, `float`,
+    `list[int]`), of a block that fills the dataclass `cls`."""
+    types = {f.name: f.type for f in fields(cls)}
+    found: list[tuple[str, str | None]] = [
+        (f"{key}.{k}", f"unknown key (expected one of {sorted(types)})")
+        for k in block
+        if k not in types
+    ]
+    for name, value in block.items():
+        kind = types.get(name)
+        if kind == "int":
+            found.append((f"{key}.{name}", int_problem(value, 0)))
+        elif kind == "float":
+            found.append((f"{key}.{name}", number_problem(value, float("-inf"))))
+        elif kind == "list[int]":
+            if not isinstance(value, list):
+                found.append((f"{key}.{name}", f"expected a list of integers, got {value!r}"))
+            else:
+                found += [(f"{key}.{name}[{i}]", int_problem(v, 0)) for i, v in enumerate(value)]
+    return found
+
+
 def load_recipe_config(path: str | Path) -> RecipeConfig:
-    """The recipe config in a YAML file; unknown or mistyped keys are a TrainConfigError naming
-    the file and the key (the same error type as train configs)."""
+    """The recipe config in a YAML file; a `tina.core.checks.ConfigError` listing every unknown
+    key or bad value, each naming the file and the field."""
     raw = read_config_yaml(path)
     if not isinstance(raw, dict):
-        raise TrainConfigError(f"{path}: (top level): expected a mapping")
-    known = {f.name: f for f in fields(RecipeConfig)}
-    problems = [f"{path}: {k}: unknown key" for k in raw if k not in known]
+        raise ConfigError([Problem(str(path), ROOT_FIELD, "expected a mapping")])
+    known = {f.name for f in fields(RecipeConfig)}
+    found: list[tuple[str, str | None]] = [(k, "unknown key") for k in raw if k not in known]
     for key in ("n_train", "n_search", "n_dev", "n_test", "free_budget", "batch_size"):
-        if key in raw and (not isinstance(raw[key], int) or raw[key] < 1):
-            problems.append(f"{path}: {key}: expected a positive integer, got {raw[key]!r}")
-    thresholds = raw.get("exit_thresholds", [])
-    if not isinstance(thresholds, list) or not all(
-        isinstance(t, int | float) and not isinstance(t, bool) and 0 <= t <= 1 for t in thresholds
-    ):
-        problems.append(
-            f"{path}: exit_thresholds: expected a list of numbers in [0, 1], got {thresholds!r}"
-        )
-    policy_threshold = raw.get("policy_exit_threshold")
-    if policy_threshold is not None and not (
-        isinstance(policy_threshold, int | float)
-        and not isinstance(policy_threshold, bool)
-        and 0 <= policy_threshold <= 1
-    ):
-        problems.append(
-            f"{path}: policy_exit_threshold: expected a number in [0, 1] or null, "
-            f"got {policy_threshold!r}"
-        )
+        if key in raw:
+            found.append((key, int_problem(raw[key], 1)))
+    if "seed" in raw:
+        found.append(("seed", int_problem(raw["seed"], 0)))
+    if "prune_gates_below" in raw:
+        found.append(("prune_gates_below", number_problem(raw["prune_gates_below"], 0)))
+    for key in ("exit_thresholds", "sweep_budgets"):
+        values = raw.get(key, [])
+        if not isinstance(values, list):
+            found.append((key, f"expected a list, got {values!r}"))
+            continue
+        for i, value in enumerate(values):
+            check = (
+                number_problem(value, 0, 1) if key == "exit_thresholds" else int_problem(value, 0)
+            )
+            found.append((f"{key}[{i}]", check))
+    if raw.get("policy_exit_threshold") is not None:
+        found.append(("policy_exit_threshold", number_problem(raw["policy_exit_threshold"], 0, 1)))
+    for key in ("phase_a", "phase_c", "search", "policy"):
+        if not isinstance(raw.get(key) or {}, dict):
+            found.append((key, "expected a mapping"))
     for key, cls in (("search", BudgetSearchConfig), ("policy", BudgetPolicyConfig)):
-        names = {f.name for f in fields(cls)}
-        problems += [
-            f"{path}: {key}.{k}: unknown key (expected one of {sorted(names)})"
-            for k in (raw.get(key) or {})
-            if k not in names
-        ]
+        block = raw.get(key) or {}
+        found += _block_problems(key, block if isinstance(block, dict) else {}, cls)
     suite = raw.get("suite", {})
     if not isinstance(suite, dict):
-        problems.append(f"{path}: suite: expected a mapping of task -> difficulties")
+        found.append(("suite", "expected a mapping of task -> difficulties"))
     else:
         from tina.data.tasks import TASKS
 
-        problems += [f"{path}: suite.{t}: unknown task" for t in suite if t not in TASKS]
+        found += [(f"suite.{t}", "unknown task") for t in suite if t not in TASKS]
+    problems = [Problem(str(path), name, message) for name, message in found if message]
     if problems:
-        raise TrainConfigError("\n".join(problems))
+        raise ConfigError(problems)
     return RecipeConfig(**raw)
 
 
@@ -580,12 +571,10 @@ def _calibration(
 
 
 def ship(final: Path, target: Path) -> None:
-    """Copy the final parts and calibration into `target`, atomically (temp dir + rename)."""
-    tmp = target.parent / f".{target.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(final, tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    """Copy the final parts and calibration into `target` as a whole
+    (`tina.core.atomic.atomic_directory`: chat sees the old parts or the new ones, never a mix)."""
+    with atomic_directory(target) as tmp:
+        shutil.copytree(final, tmp, dirs_exist_ok=True)
 
 
 def default_ship_dir() -> Path:

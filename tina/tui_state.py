@@ -244,8 +244,8 @@ def validate_form(base: dict[str, Any], form: dict[str, Any]) -> dict[str, str]:
         try:
             load_train_config(path)
         except TrainConfigError as exc:
-            for line in str(exc).splitlines():
-                message = line.removeprefix(f"{path}: ")
+            for found_problem in exc.problems:
+                message = f"{found_problem.field}: {found_problem.message}"
                 name = field_of_problem(message)
                 if name not in found or name == GENERAL:  # a field's own check says it better
                     found.setdefault(name, []).append(message)

@@ -1,31 +1,13 @@
 """`tina validate`: check configs, tokenizer tags and adapters together; report every problem.
 
-What it does: `validate_paths(paths, base=None)` looks at each path and returns every
-`Problem` (file, field, message) found, never stopping at the first. A path may be
-- a model directory (`config.json`, optional `generation_config.json` and
-  `introspection_config.json`, and a tokenizer, which is required; it is checked only when
-  `config.json` itself is readable, since the tokenizer loader reads that file too);
-- a PEFT adapter directory (`adapter_config.json`, optional `introspection_config.json`); the
-  base model for its checks is `base` (`--base DIR`), and without one the checks that need a
-  base are skipped silently;
-- a single known file (`config.json`, `generation_config.json`, `adapter_config.json`,
-  `introspection_config.json`: as their directory or on their own), or a service config JSON
-  file (any other file).
-
-Checks:
-- every known file parses as strict JSON and satisfies its schema in `tina/schemas/`
-  (`generation_config`, `adapter_config`, `introspection_config`, `service_config`);
-- each service config holds the stop sequences `</think>` and `</answer>` (its schema);
-- each model directory's tokenizer carries every reasoning tag as one token id
-  (`tina.core.tags.tag_ids`), and every service config's stop sequences encode to one id each;
-- `config.json` ↔ `generation_config.json`: `bos_token_id` and `pad_token_id` equal where both
-  set them; the generation `eos_token_id` (an id or a list) holds the base's eos id(s);
-- an adapter's `target_modules` exist in the base: list entries as module-name suffixes, a
-  string as a regular expression matched against full names (PEFT's rules); the base is built
-  from its config on the meta device, so this costs no weights;
-- `slack_ratio` and `stop_sequences` are identical across all service configs given, and a
-  generation config's `stop_strings`, when set, equal the service configs' stop sequences;
-- an introspection config's adapter layers and head taps resolve within the base's layer count.
+What it does: `validate_paths(paths, base=None)` looks at each path — a model directory, a PEFT
+adapter directory (its base from `base`, `--base DIR`; without one the checks that need a base
+are skipped), a known config file, or a service config — and returns every `Problem` (file,
+field, message) found, never stopping at the first. Checks: strict JSON and the schemas in
+`tina/schemas/`; every reasoning tag and stop sequence one token id; `config.json` ↔
+`generation_config.json` id coherence; an adapter's `target_modules` in the base (built on the
+meta device: no weights); stop/slack parity across service configs; introspection layers and
+taps within the base's layer count. Each check in detail: docs/configuration.md.
 
 What it does not do: load weights, run the model, or fix anything.
 """

@@ -1,21 +1,14 @@
 """Calibration of the metacognitive heads, applied at serve time: the file format and its use.
 
-The calibration JSON (schema `tina/schemas/calibration.schema.json`):
-
-    {"version": 1,
-     "confidence_temperature": 1.7,                       # confidence = sigmoid(logit / T + b)
-     "confidence_bias": 0.4,                              # b (Platt scaling's offset), default 0
-     "confidence_map": {"x": [0.1, 0.5, 0.9], "y": [0.05, 0.6, 0.95]},  # then piecewise-linear
-     "plan_thresholds": {"direct": 0.6, "compute": 0.25},  # per class, default 0.25
-     "budget_clip": {"min": 8, "max": 256},               # predicted budget clipped to [min, max]
-     "fitted_on": {...}}                                   # provenance, free-form
-
-The plan is the class with the largest `probability / threshold`: a threshold above the uniform
-0.25 makes its class harder to choose (e.g. "answer directly" only when the heads are sure).
+The calibration JSON (`CALIBRATION_FILE`, schema `tina/schemas/calibration.schema.json`; every
+field is described in docs/calibration.md): confidence = sigmoid(logit / T + bias), then an
+optional piecewise-linear map; plan = the class with the largest `probability / threshold`
+(default 0.25 each); the predicted budget clipped to [min, max]; the exit check's threshold.
 
 What it does: `load_calibration` (a missing or malformed file is a `CalibrationError` naming the
 file and field, never silently ignored), `save_calibration` (atomic) and the three `apply_*`
-functions the engine calls. What it does not do: fit anything (evaluation does that).
+functions the engine calls. What it does not do: fit anything (`tina.eval.calibrate`,
+`tina.eval.exit_check`) or run the exit check (the engine does).
 """
 
 from __future__ import annotations

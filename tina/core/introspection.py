@@ -1,23 +1,15 @@
 """The introspection parts as one unit: attach to a model, find trainables, save, load.
 
-What it does:
-- `IntrospectionConfig` (saved as `introspection_config.json`): where side adapters go, where
-  the heads tap, and their hyper-parameters;
-- `attach_introspection(model, config)` builds the side adapters and metacognitive heads, hooks
-  them into the model's decoder layers (adapters first, then taps, so the heads see the adapted
-  states) and registers them as the submodule `tina_introspection`, so that every trainable
-  parameter of Tina is found by the one prefix `INTROSPECTION_PREFIX` (`trainable_parameters`,
-  `freeze_base`);
-- `save_introspection` writes only the introspection weights (`introspection.safetensors`) and
-  config, atomically, plus the base parameters training changed, if any (`base_top.safetensors`,
-  the partial unfreeze of late phases); `Introspection.prune_adapters` removes dead adapters;
-  `load_introspection` reads them back onto a model, with errors that name
-  the file;
-- `load_introspective_model(models_root, base, adapter, subfolder)`: a local base HF model
-  directory, a PEFT LoRA adapter on top when the adapter directory holds `adapter_config.json`
-  (the Tina checkpoints' layout, e.g. `model/Tina/checkpoint-2000`), and the introspection parts
-  when present (in the adapter directory, else the base directory). Device and dtype follow the
-  base; the heads and adapters compute in float32.
+What it does: `IntrospectionConfig` (saved as `introspection_config.json`: where side adapters
+go, where the heads tap, their hyper-parameters); `attach_introspection(model, config)` hooks
+side adapters and metacognitive heads into the decoder layers (adapters first, then taps, so the
+heads see the adapted states) under the one submodule `tina_introspection`, so every trainable
+parameter is found by `INTROSPECTION_PREFIX` (`trainable_parameters`, `freeze_base`);
+`save_introspection` / `load_introspection` (only these weights, `introspection.safetensors`,
+plus changed base parameters in `base_top.safetensors`; atomic; errors name the file);
+`Introspection.prune_adapters`; and `load_introspective_model(models_root, base, adapter,
+subfolder)`: a local base, a PEFT LoRA adapter on top, the introspection parts when present
+(docs/architecture.md says where each is looked for).
 
 What it does not do: decoding (the engine) or training.
 """
@@ -25,6 +17,7 @@ What it does not do: decoding (the engine) or training.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,7 +226,9 @@ def load_introspective_model(
         if (adapter_dir / "adapter_config.json").is_file():
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+            with warnings.catch_warnings():  # peft 0.21 reads a property transformers 5 renamed
+                warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated")
+                model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
             model.eval()
         elif not (adapter_dir / CONFIG_NAME).is_file():
             raise FileNotFoundError(

@@ -2,23 +2,12 @@
 
 What it does: forward hooks on the tapped decoder layers record their outputs during a forward
 the caller runs anyway (the engine's prefill, a training forward) — no extra pass. The heads pool
-each tapped layer over the prompt (`mean` over the positions of a pooling mask) or take its last
-prompt token (`last`), and predict, in float32 whatever the base dtype:
-
-- `plan_logits` (B, 4) over `tina.core.plans.PLAN_CLASSES`: 0 `direct` (answer without thinking),
-  1 `compute` (step-by-step calculation), 2 `trace` (simulate a program), 3 `search` (propose and
-  check);
-- `budget` (B,) think tokens in [0, B_max] (`B_max · sigmoid(·)`);
-- `confidence_logit` (B,) and `confidence` = sigmoid (B,), the chance the answer will be right;
-- with `exit_head`, `exit_logit` (B,): read at a think's step end, the chance that an answer
-  given right there is right (the engine's exit check; without it the check reads confidence),
-  from a trunk of its own so that its training leaves the other outputs' features alone.
-
-Two layouts: one shared trunk over the concatenation of the tapped layers' pooled states, or
-`per_layer`: one trunk per tap (the "experts"), mixed by a small attention aggregator (a learned
-query attending over the per-layer features); per-layer outputs stay in `per_layer` for logging.
-Optional extension heads by config: `strategy_logits`, `cog_ops_logits` (multi-label) and
-`constraint_logits` (a vector of independent constraints).
+each tapped layer over the prompt (`mean` or `last`) and predict, in float32 whatever the base
+dtype: `plan_logits` (B, 4) over `tina.core.plans.PLAN_CLASSES`, `budget` (B,) in [0, B_max],
+`confidence_logit` / `confidence` (B,), and with `exit_head` an `exit_logit` (B,) read at a
+think's step end, from a trunk of its own. One shared trunk over the concatenated taps, or
+`per_layer` trunks mixed by an attention aggregator; optional extension heads (strategy,
+cognitive ops, constraints). Each output and layout is described in docs/architecture.md.
 
 What it does not do: calibration (temperature, thresholds, clip: applied by the engine) or
 losses (training).

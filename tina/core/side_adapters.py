@@ -1,22 +1,13 @@
 """Side adapters: gated low-rank residual deltas on decoder layers, active only on think tokens.
 
 What it does: for each chosen decoder layer, a forward hook rewrites the layer's output as
-
-    h + g · z_t · B(A(h)) · think_mask_t
-
-where `A`, `B` are a rank-r pair of linear maps, `g` a learned global gate that starts at 0 (so
-an attached, untrained adapter leaves every output bit-identical), and `z_t` a per-token
-Hard-Concrete gate (Louizos et al., 2018, "Learning Sparse Neural Networks through L0
-Regularization"): `log_alpha_t` is a linear function of `h_t`; in training
-`z = clamp(sigmoid((log u − log(1−u) + log_alpha) / beta) · (zeta − gamma) + gamma, 0, 1)` with
-`u ~ U(0, 1)`, at eval the same without noise; the expected L0 (probability that `z_t > 0`) is
-`sigmoid(log_alpha − beta · log(−gamma / zeta))`, exposed for the sparsity loss.
-
-The think mask reaches the hooks through a context variable (`think_mask_context`), so
-concurrent requests in threads or asyncio tasks never see each other's masks; with no mask set,
-the adapters do nothing. A forward whose mask is all zero skips the adapter math entirely.
-Each adapter records, per forward, its gate activity (mean `z` over think tokens), coverage
-(share of think tokens with `z > 0`) and expected L0.
+`h + g · z_t · B(A(h)) · think_mask_t`: `A`, `B` a rank-r pair, `g` a global gate that starts
+at 0 (an untrained adapter leaves every output bit-identical), `z_t` a per-token Hard-Concrete
+gate (Louizos et al., 2018) whose expected L0 is exposed for the sparsity loss (the formulas:
+docs/architecture.md). The think mask reaches the hooks through a context variable
+(`think_mask_context`), so concurrent requests never see each other's; with no mask, or an
+all-zero one, the adapters do nothing. Each adapter records per forward its gate activity,
+coverage and expected L0.
 
 What it does not do: decide where the mask is 1 (the data's `<think>` span in training, the row's
 phase in decoding), nor train anything; metacognitive heads live in `tina.core.metacog_heads`.

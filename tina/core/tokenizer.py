@@ -4,11 +4,8 @@ What it does: trains a `tokenizers` BPE on a text corpus with the 256 ByteLevel 
 alphabet and no merges (every UTF-8 byte is one token, so digits are always single tokens and any
 text encodes), adds `<|endoftext|>`, `<|pad|>` and the reasoning tags as special tokens, sets the
 chat template (the question, a newline, then `<think>`), and wraps it as a transformers fast
-tokenizer.
-
-Why no merges: transformers 5 loads any tokenizer beside a `model_type: qwen2` config as
-`Qwen2Tokenizer`, which swaps in its own byte-level pre-tokenizer; a merge-free byte vocabulary
-gives identical ids under that swap (see FINDINGS.md), merges would not.
+tokenizer. No merges, so that transformers' `Qwen2Tokenizer` swap gives the same ids (why:
+docs/embedded_model.md).
 
 What it does not do: tag checks (see `tina.core.tags.ensure_reasoning_tokens`).
 """

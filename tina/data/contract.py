@@ -1,33 +1,27 @@
 """The data contract: what one record of a Tina JSONL data file must look like, checked per line.
 
-What it does:
-- ships the JSON Schema (draft 2020-12) of one record, `tina/schemas/contract_record.schema.json`
-  (`contract_schema`): `text` is required, the known label fields are
-  typed, any other field is allowed and carried unchanged;
-- checks each line against the rules in `CONTRACT_RULES`, in this order: valid UTF-8, not longer
-  than `max_line_bytes`, valid JSON, a JSON object, schema-valid, and the tag rule
-  (`tina.core.tags.reasoning_structure_error`, called here, never re-implemented);
-- reads a contract JSONL file (`read_contract_jsonl`) strictly (the first bad record raises a
-  `ContractError` naming path, line and rule) or leniently (bad records are skipped and counted
-  per rule); blank lines are skipped silently;
-- checks one record in memory (`validate_record`) and writes records atomically
-  (`write_contract_jsonl`), refusing any record that breaks a rule.
+What it does: ships the JSON Schema of one record (`contract_schema`,
+`tina/schemas/contract_record.schema.json`: `text` required, known labels typed, other fields
+carried unchanged); checks each line against `CONTRACT_RULES` in order (UTF-8, `max_line_bytes`,
+JSON, an object, the schema, the tag rule of `tina.core.tags.reasoning_structure_error`);
+reads a file strictly (`read_contract_jsonl`: the first bad record raises a `ContractError`
+naming path, line and rule) or leniently (bad records skipped and counted per rule); checks one
+record (`validate_record`) and writes records atomically (`write_contract_jsonl`).
 
-What it does not do: it does not tokenize, mask, budget or batch records (see `tina.core.tags` and
-the training modules), does not change or annotate the records it loads, and does not check
-task-specific content such as whether an answer is correct or whether `meta` holds a program.
+What it does not do: tokenize, mask, budget or batch records (see `tina.core.tags` and the
+training modules), change the records it loads, or check task-specific content such as whether
+an answer is correct or whether `meta` holds a program.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from tina.core.atomic import atomic_write
 from tina.core.checks import ROOT_FIELD, load_schema, parse_strict_json, schema_problems, shorten
 from tina.core.tags import reasoning_structure_error
 
@@ -279,18 +273,15 @@ def write_contract_jsonl(
 
     Each record is checked (object, schema, tag rule, strict JSON, UTF-8, line length) before
     it is written; the first bad one is a ValueError `"record {index}: {rule}: {detail}"`
-    (index 0-based) and nothing changes at `path`. Lines go to a temporary file in the same
-    directory, which is flushed, fsynced and then moved over `path` with `os.replace`, so
-    readers see either the old file or the complete new one.
+    (index 0-based) and nothing changes at `path`. The lines go through
+    `tina.core.atomic.atomic_write` (a temp file beside `path`, fsynced, then renamed over it),
+    so readers see either the old file or the complete new one.
     """
-    target = Path(path)
-    directory = target.parent
-    directory.mkdir(parents=True, exist_ok=True)  # `--out data/train.jsonl` on a fresh clone
-    tmp = directory / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     count = 0
-    try:
-        with os.fdopen(fd, "wb") as handle:
+
+    def write(tmp: str) -> None:
+        nonlocal count
+        with open(tmp, "wb") as handle:
             for index, record in enumerate(records):
                 try:
                     line = _encode_record(record, max_line_bytes)
@@ -298,25 +289,6 @@ def write_contract_jsonl(
                     raise ValueError(f"record {index}: {exc}") from None
                 handle.write(line)
                 count += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(directory)
+
+    atomic_write(path, write)  # creates the parent directories (`--out data/train.jsonl`)
     return count
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Persist the rename (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

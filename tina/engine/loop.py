@@ -1,54 +1,24 @@
-"""The introspective decoding engine: plan → budget → think → assess → answer → finalize.
+"""The decode loop: a batch of requests through the model on ONE KV cache.
 
-One decode loop serves every caller (chat, HTTP, observation logs, sweeps, calibration,
-on-policy training). A batch of requests runs on ONE KV cache:
+What it does: `Engine.generate` prefills the rendered prompts (left-padded, one forward; the
+metacognitive heads read the tapped layers there, under the calibration), then runs one forward
+per step for the whole batch, each row's next token chosen by `tina.engine.controller` (sampled
+by `tina.engine.sampling` unless a tag is forced), side adapters on exactly for think tokens,
+the heads read again where a row waits for them (`</think>`, the exit check, the soft cap);
+`_finalize` turns each row into a `Result` with its `Telemetry` (hidden thinking returns only
+the answer). `decode`: plain budgeted decoding with exact caps and no heads. The phases and
+budget rules are explained in `docs/engine.md`.
 
-1. **prefill**: the rendered prompts (ending with `<think>`), left-padded, in one forward. If
-   introspection parts are attached, the tapped layers are recorded during this forward and the
-   metacognitive heads read them (pooled over each prompt): plan, predicted budget, confidence.
-   The calibration (temperature, plan thresholds, budget clip) is applied here.
-2. **budget**: a fixed per-request budget wins; else the `direct` plan gives 0; else the heads'
-   budget clamped to [min_think, budget_cap]; without heads, budget_cap. The soft cap is
-   `budget · (1 + slack)`. Thinking closes at the step end (`tina.core.tags.ends_step`) nearest
-   the budget (`closes_at_step_end`: the budget is spent, or less than half a mean step of it
-   is left); reaching the soft cap forces `</think>` anyway. With the calibration's
-   `exit_threshold` (the exit check: at the heads' budget, and at a fixed one only when its
-   request asks, `Request.exit_check`: a fixed budget is exact), the heads first read that
-   step end and thinking goes on to the next step end while their readiness there
-   (`MetacogOutput.readiness`: the exit output, else the raw confidence) is below the
-   threshold: a think cut right after a "check" step can garble the answer
-   where the next step end would not. A row the check judged not ready is not cut inside a
-   step at the soft cap either: it ends that step first, by `budget · (1 + 2 · slack)` at
-   the latest.
-   A request's `max_tokens` bounds think + answer tokens together: the soft cap is at most
-   `max_tokens − 1` (one token is left for the answer) and, at `</think>`, the answer cap
-   shrinks to what thinking left.
-3. **think**: one forward per step for the whole batch; each row has its own phase, budget,
-   counts and forced-token queue. Side adapters are on exactly for rows whose fed token is a
-   think token (the same positions as the training think mask).
-4. **assess**: when a row closes its thinking, the heads read the `</think>` position again
-   (confidence after thinking); the exit check reads its step end the same way. Optionally
-   (off by default) a row at its soft cap whose confidence is below a threshold gets one
-   budget extension instead of the forced `</think>`.
-5. **answer**: `<answer>` is forced after `</think>` (the answer phase always runs); the row
-   ends at `</answer>` (EOS or a stray `</think>` is fed as `</answer>`), at the first of the
-   request's stop strings (`Request.stop`: the answer is cut before it and `</answer>` fed), or,
-   at the answer cap, `</answer>` is forced.
-6. **finalize**: hidden chain of thought returns only `extract_answer`'s text; visible returns
-   the whole completion. Every request gets its `Telemetry`.
-
-Sampling is greedy, or temperature/top-p from a per-request seeded generator, so a request's
-sampled tokens do not depend on what else is in its batch.
-
-What it does not do: HTTP, chat history or logging (their modules call this one), or training.
+What it does not do: per-token decisions (the controller), HTTP, chat history, logging or
+training (their modules call this one).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -67,149 +37,35 @@ from tina.core.tags import (
     split_reasoning,
     tag_ids,
 )
-from tina.engine.stop_strings import cut_at_stop
+from tina.engine.controller import (
+    Prediction,
+    Row,
+    Vocab,
+    advance,
+    new_row,
+    next_token,
+    read_exit_check,
+    read_soft_cap,
+)
+from tina.engine.sampling import check_sampling, sample_next_token, seeded_generator
+from tina.engine.types import (
+    DONE,
+    EngineConfig,
+    Request,
+    Result,
+    Telemetry,
+    count_think_tokens,
+    resolve_visibility,
+)
 
-THINK, ANSWER, DONE = "think", "answer", "done"
 DIRECT = PLAN_CLASSES.index("direct")
 
 
 @dataclass
-class EngineConfig:
-    """Decoding settings shared by every caller (normally built from the service config)."""
+class _Stats:
+    """What the engine measures about one row besides its decisions."""
 
-    slack_ratio: float = 0.5  #: soft cap = budget · (1 + slack_ratio)
-    min_think: int = 0  #: the heads' budget is raised to at least this (not a fixed budget)
-    budget_cap: int = 384  #: the largest budget; also the budget when there are no heads
-    max_answer_tokens: int = 64  #: answer token cap, then `</answer>` is forced
-    visible_cot: bool = False  #: default visibility of the thinking
-    extend_on_low_confidence: bool = False  #: allow one budget extension at the soft cap
-    extension_threshold: float = 0.5  #: extend when confidence at the soft cap is below this
-    extension_ratio: float = 0.5  #: the extension adds budget · extension_ratio tokens
-    exit_check: bool = True  #: apply the calibration's `exit_threshold` (step 2), when it has one
-
-    @classmethod
-    def from_service_config(cls, service: Any) -> EngineConfig:
-        """The engine settings of a `tina.serve.service_config.ServiceConfig`."""
-        return cls(
-            slack_ratio=service.slack_ratio,
-            min_think=service.min_think,
-            budget_cap=service.budget_cap,
-            max_answer_tokens=service.max_answer_tokens,
-            visible_cot=service.visible_cot,
-            exit_check=service.exit_check,
-        )
-
-
-@dataclass
-class Request:
-    """One question for the engine. Unset fields take the engine's defaults."""
-
-    prompt: str  #: the user's question (rendered with the chat template unless `rendered`)
-    rendered: bool = False  #: `prompt` is already the full rendered prompt ending in `<think>`
-    budget: int | None = None  #: fixed think budget (skips the heads' budget; 0 = no thinking)
-    budget_cap: int | None = None  #: per-request cap on the budget
-    slack_ratio: float | None = None  #: per-request slack (sweeps use 0 for exact budgets)
-    max_answer_tokens: int | None = None  #: per-request answer cap
-    temperature: float = 0.0  #: 0 = greedy
-    top_p: float = 1.0  #: nucleus mass when sampling
-    seed: int | None = None  #: sampling seed (per request)
-    visible_cot: bool | None = None  #: show the thinking for this request
-    max_tokens: int | None = None  #: most think + answer tokens in all, tags excluded (step 2)
-    #: run the exit check (step 2) at this request's budget; None: only at the heads' budget
-    #: (a fixed budget is exact), True also at a fixed one (the budget policy's samples)
-    exit_check: bool | None = None
-    #: the answer ends at the first of these (OpenAI's `stop`; not part of the answer; the
-    #: thinking is never cut by them: `tina.engine.stop_strings`)
-    stop: tuple[str, ...] = ()
-
-
-@dataclass
-class Telemetry:
-    """What the engine reports about one request."""
-
-    plan: str | None  #: chosen plan class (None without heads)
-    plan_probs: dict[str, float]  #: plan class probabilities
-    predicted_budget: float | None  #: the heads' budget, after the calibration clip
-    budget: int  #: the budget applied
-    soft_cap: int  #: where `</think>` is forced
-    think_tokens: int  #: tokens spent thinking (`count_think_tokens`)
-    answer_tokens: int  #: answer tokens, tags excluded
-    confidence_before: float | None  #: confidence from the prompt, before thinking
-    #: the confidence head read again at `</think>`, under the calibration fitted before
-    #: thinking (not fitted for this position: on the shipped parts it is not informative;
-    #: `confidence_before` is the calibrated one)
-    confidence_after: float | None
-    extended: bool  #: the one budget extension was granted
-    forced_think_close: bool  #: thinking was cut at the soft cap (or closed for the model)
-    forced_answer_close: bool  #: the answer hit its cap
-    gate_activity: float  #: mean side-adapter gate over this row's think tokens
-    gate_coverage: float  #: share of this row's think tokens with an open gate
-    latency_s: float  #: wall time of the batch this request ran in
-    tokens_per_s: float  #: completion tokens of this request / latency
-    leaked: bool  #: hidden output contains a tag or a span of the thinking
-    exit_checks: int = 0  #: step ends where the exit check read the heads (0: no check ran)
-    per_layer: dict[str, dict[str, Any]] = field(default_factory=dict)  #: per-tap heads outputs
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class Result:
-    """The engine's answer to one request."""
-
-    output: str  #: what the caller may show: the answer (hidden CoT) or the whole completion
-    answer: str  #: `extract_answer(completion)`
-    think_text: str  #: the thinking, tags stripped (never shown in hidden mode)
-    completion: str  #: the raw completion after the prompt, with tags
-    telemetry: Telemetry
-
-
-def count_think_tokens(think_ids: Sequence[int]) -> int:
-    """Budget counting, in one place: think-phase tokens, tags excluded."""
-    return len(think_ids)
-
-
-def closes_at_step_end(used: int, steps: int, budget: int) -> bool:
-    """Whether thinking closes at a step end, `used` think tokens and `steps` steps in: the
-    budget is where thinking should end, and a cut never falls inside a step, so it ends at the
-    step end nearest the budget — here, if the budget is spent, or if what is left of it is less
-    than half a step (the row's mean step so far), so the next step end would overshoot it by
-    more than stopping now falls short."""
-    if used >= budget:
-        return True
-    return steps > 0 and 2 * (budget - used) * steps < used
-
-
-@dataclass
-class _Row:
-    """Per-row decoding state."""
-
-    budget: int
-    soft_cap: int
-    answer_cap: int
-    temperature: float
-    top_p: float
-    generator: torch.Generator | None
-    phase: str = THINK
-    think_ids: list[int] = field(default_factory=list)
-    answer_ids: list[int] = field(default_factory=list)
-    completion_ids: list[int] = field(default_factory=list)
-    forced: list[int] = field(default_factory=list)
-    forced_think_close: bool = False
-    forced_answer_close: bool = False
-    extended: bool = False
-    pending_assess: bool = False  #: at the soft cap, waiting for the heads to allow an extension
-    check_exit: bool = False  #: the exit check applies to this row (heads' budget, threshold set)
-    pending_exit: bool = False  #: at a closing step end, waiting for the exit check
-    exit_checks: int = 0  #: exit checks run so far
-    step_cap: int = 0  #: past the soft cap, a row the check judged not ready ends its step here
     confidence_after: float | None = None
-    think_limit: int | None = None  #: most think tokens `max_tokens` allows (one left to answer)
-    token_limit: int | None = None  #: the request's `max_tokens`
-    stops: tuple[str, ...] = ()  #: the request's stop strings (answer only)
-    answer_start: int = 0  #: where the answer's tokens begin in `completion_ids`
-    steps: int = 0  #: think tokens so far that ended a step (`tina.core.tags.ends_step`)
     gate_sum: float = 0.0
     gate_open: float = 0.0
     gate_count: float = 0.0
@@ -238,6 +94,15 @@ class Engine:
         self.device = next(model.parameters()).device
         self.forward_calls = 0  #: model forwards run so far (one prefill + one per step)
         self._step_ends: dict[int, bool] = {}
+        self._vocab = Vocab(
+            think_close=self.ids[THINK_CLOSE],
+            answer_open=self.ids[ANSWER_OPEN],
+            answer_close=self.ids[ANSWER_CLOSE],
+            eos=tokenizer.eos_token_id,
+            ends_step=self._ends_step,
+            decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=False),
+            encode=lambda text: tokenizer.encode(text, add_special_tokens=False),
+        )
 
     # --- public -------------------------------------------------------------------------------
 
@@ -254,9 +119,12 @@ class Engine:
         on_token: Callable[[int, str, int], None] | None = None,
     ) -> list[Result]:
         """Run a batch of requests to completion. `on_token(row, phase, token_id)` sees every
-        emitted token (forced or sampled, tags included) with the phase it was emitted in."""
+        emitted token (forced or sampled, tags included) with the phase it was emitted in.
+        A request with a negative temperature or a top_p outside (0, 1] is a `ValueError`."""
         if not requests:
             return []
+        for request in requests:
+            check_sampling(request.temperature, request.top_p)
         started = time.perf_counter()
         prompts = [r.prompt if r.rendered else self.render(r.prompt) for r in requests]
         input_ids, attention = self._left_pad(prompts)
@@ -266,7 +134,9 @@ class Engine:
             logits = self._forward(input_ids, attention, positions, cache, think_mask=None)
         heads = self._read_heads(taps, attention) if self.introspection is not None else None
         rows = [self._new_row(i, r, heads) for i, r in enumerate(requests)]
+        stats = [_Stats() for _ in rows]
         next_pos = positions[:, -1] + 1
+        think_close = self.ids[THINK_CLOSE]
 
         while True:
             step_ids, step_mask, think_flags = self._choose_tokens(rows, logits, on_token)
@@ -276,13 +146,12 @@ class Engine:
                 [attention, torch.tensor(step_mask, device=self.device)[:, None]], 1
             )
             think_mask = torch.tensor(think_flags, device=self.device)[:, None]
-            think_close = self.ids[THINK_CLOSE]
             closing = [
                 i
                 for i, (t, m) in enumerate(zip(step_ids, step_mask, strict=True))
                 if m and t == think_close
             ]
-            reading = [i for i, r in enumerate(rows) if r.pending_assess or r.pending_exit]
+            reading = [i for i, r in enumerate(rows) if r.needs_reading]
             with record_taps() as taps:
                 logits = self._forward(
                     torch.tensor(step_ids, device=self.device)[:, None],
@@ -293,15 +162,15 @@ class Engine:
                     if any(think_flags) and self.introspection is not None
                     else None,
                 )
-            self._collect_gates(rows, think_flags)
+            self._collect_gates(stats, think_flags)
             if (closing or reading) and self.introspection is not None:
-                self._assess(rows, closing, reading, taps)
+                self._assess(rows, stats, closing, reading, taps)
             next_pos = next_pos + 1
 
         latency = time.perf_counter() - started
         return [
-            self._finalize(r, req, heads, i, latency)
-            for i, (r, req) in enumerate(zip(rows, requests, strict=True))
+            self._finalize(row, stats[i], request, heads, i, latency)
+            for i, (row, request) in enumerate(zip(rows, requests, strict=True))
         ]
 
     # --- steps --------------------------------------------------------------------------------
@@ -331,7 +200,7 @@ class Engine:
                 input_ids=input_ids,
                 attention_mask=attention,
                 position_ids=positions,
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
                 logits_to_keep=1,
             )
@@ -348,64 +217,38 @@ class Engine:
             "per_layer": out.per_layer,
         }
 
-    def _new_row(self, index: int, request: Request, heads: dict[str, Any] | None) -> _Row:
-        cfg = self.config
-        cap = cfg.budget_cap if request.budget_cap is None else request.budget_cap
-        if request.budget is not None:
-            budget = max(0, request.budget)
-        elif heads is None:
-            budget = cap
-        elif int(heads["plan"][index]) == DIRECT:
-            budget = 0
-        else:
-            budget = min(cap, max(cfg.min_think, round(float(heads["budget"][index]))))
-        slack = cfg.slack_ratio if request.slack_ratio is None else request.slack_ratio
+    def _new_row(self, index: int, request: Request, heads: dict[str, Any] | None) -> Row:
+        prediction = None
+        if heads is not None:
+            prediction = Prediction(
+                direct=int(heads["plan"][index]) == DIRECT,
+                budget=float(heads["budget"][index]),
+            )
         generator = None
         if request.temperature > 0:
-            generator = torch.Generator(device=self.device)
-            generator.manual_seed(0 if request.seed is None else request.seed)
-        think_limit = None if request.max_tokens is None else max(0, request.max_tokens - 1)
-        soft_cap = math.floor(budget * (1 + slack))
-        row = _Row(
-            budget=budget,
-            soft_cap=soft_cap if think_limit is None else min(soft_cap, think_limit),
-            answer_cap=cfg.max_answer_tokens
-            if request.max_answer_tokens is None
-            else request.max_answer_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p,
+            generator = seeded_generator(request.seed, self.device)
+        return new_row(
+            request,
+            self.config,
+            self._vocab,
+            prediction=prediction,
+            has_heads=heads is not None,
+            exit_threshold=self._exit_threshold(),
             generator=generator,
-            think_limit=think_limit,
-            token_limit=request.max_tokens,
-            stops=tuple(s for s in request.stop if s),
         )
-        row.step_cap = math.floor(budget * (1 + 2 * slack))
-        if think_limit is not None:
-            row.step_cap = min(row.step_cap, think_limit)
-        row.check_exit = (
-            (request.budget is None if request.exit_check is None else request.exit_check)
-            and heads is not None
-            and budget > 0
-            and self._exit_threshold() is not None
-        )
-        if row.soft_cap == 0:
-            row.forced = [self.ids[THINK_CLOSE]]
-            row.forced_think_close = True
-        return row
 
-    def _sample(self, row: _Row, logits: torch.Tensor) -> int:
-        if row.temperature <= 0:
-            return int(logits.argmax())
-        probs = torch.softmax(logits.float() / row.temperature, dim=-1)
-        if row.top_p < 1.0:
-            sorted_probs, order = probs.sort(descending=True)
-            keep = sorted_probs.cumsum(-1) - sorted_probs < row.top_p
-            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs * keep)
-        return int(torch.multinomial(probs, 1, generator=row.generator))
+    def _sample(self, row: Row, logits: torch.Tensor) -> int:
+        return sample_next_token(
+            logits, temperature=row.temperature, top_p=row.top_p, generator=row.generator
+        )
+
+    def _pick(self, row: Row, logits: torch.Tensor, greedy: int) -> int:
+        """The row's sampled token: the batch's argmax when greedy, else `_sample`."""
+        return greedy if row.temperature <= 0 else self._sample(row, logits)
 
     def _choose_tokens(
         self,
-        rows: list[_Row],
+        rows: list[Row],
         logits: torch.Tensor,
         on_token: Callable[[int, str, int], None] | None,
     ) -> tuple[list[int], list[int], list[bool]]:
@@ -419,90 +262,14 @@ class Engine:
                 think_flags.append(False)
                 continue
             phase = row.phase
-            if row.forced:
-                token = row.forced.pop(0)
-            else:
-                token = greedy[i] if row.temperature <= 0 else self._sample(row, logits[i])
-            token, is_think = self._advance(row, token)
+            token = next_token(row, partial(self._pick, row, logits[i], greedy[i]))
+            token, is_think = advance(row, token)
             if on_token is not None:
                 on_token(i, phase, token)
             step_ids.append(token)
             step_mask.append(1)
             think_flags.append(is_think)
         return step_ids, step_mask, think_flags
-
-    def _advance(self, row: _Row, token: int) -> tuple[int, bool]:
-        """Record `token` for `row`, move its phase, queue forced tags; returns the token to
-        feed (a malformed exit from thinking becomes `</think>`) and whether it is a think token."""
-        think_close, answer_open, answer_close = (
-            self.ids[THINK_CLOSE],
-            self.ids[ANSWER_OPEN],
-            self.ids[ANSWER_CLOSE],
-        )
-        eos = self.tokenizer.eos_token_id
-        if row.phase == THINK:
-            if token in (answer_open, answer_close, eos):
-                token = think_close  # leaving thinking without closing it: close it for the model
-                row.forced_think_close = True
-            row.completion_ids.append(token)
-            if token == think_close:
-                row.phase = ANSWER
-                row.forced = [answer_open]
-                if row.token_limit is not None:  # the answer gets what thinking left
-                    left = row.token_limit - len(row.think_ids)
-                    row.answer_cap = max(1, min(row.answer_cap, left))
-                return token, False
-            row.think_ids.append(token)
-            step_end = self._ends_step(token)
-            row.steps += step_end
-            if not row.forced and not row.pending_assess and not row.pending_exit:
-                used = len(row.think_ids)
-                if used >= row.soft_cap and not (
-                    row.exit_checks and not step_end and used < row.step_cap
-                ):
-                    self._at_soft_cap(row)
-                elif step_end and closes_at_step_end(used, row.steps, row.budget):
-                    if row.check_exit:
-                        row.pending_exit = True  # `_assess` reads the heads here first
-                    else:
-                        row.forced = [think_close]
-                        row.forced_think_close = True
-            return token, True
-        row.completion_ids.append(token)
-        if (
-            token == answer_open
-            and len(row.completion_ids) >= 2
-            and row.completion_ids[-2] == think_close
-        ):
-            row.answer_start = len(row.completion_ids)
-            return token, False  # the forced opening tag
-        if token in (answer_close, eos, think_close):
-            # a stray `</think>` ends the answer too: `extract_answer` would otherwise re-read
-            # the answer so far as thinking, and a streamed answer could not be taken back
-            row.completion_ids[-1] = answer_close
-            row.phase = DONE
-            return answer_close, False
-        row.answer_ids.append(token)
-        if row.stops and self._stop_answer(row):
-            return answer_close, False
-        if len(row.answer_ids) >= row.answer_cap:
-            row.forced = [answer_close]
-            row.forced_answer_close = True
-        return token, False
-
-    def _stop_answer(self, row: _Row) -> bool:
-        """When the answer so far holds one of the row's stop strings, end the row with the
-        answer cut before it (re-encoded: the tokens after the cut were never meant to be
-        read); the model is fed `</answer>`."""
-        text = self.tokenizer.decode(row.answer_ids, skip_special_tokens=False)
-        cut = cut_at_stop(text, row.stops)
-        if cut is None:
-            return False
-        row.answer_ids = self.tokenizer.encode(cut, add_special_tokens=False) if cut else []
-        close = self.ids[ANSWER_CLOSE]
-        row.completion_ids = [*row.completion_ids[: row.answer_start], *row.answer_ids, close]
-        row.phase = DONE
-        return True
 
     def _ends_step(self, token: int) -> bool:
         """`tina.core.tags.ends_step` of the token's text (cached per token id)."""
@@ -518,77 +285,54 @@ class Engine:
             return None
         return self.calibration.exit_threshold
 
-    def _at_soft_cap(self, row: _Row) -> None:
-        """Force `</think>` now, or (extension enabled, heads present, not yet extended) let the
-        heads read this position first: `_assess` then extends or forces."""
-        if (
-            self.config.extend_on_low_confidence
-            and self.introspection is not None
-            and not row.extended
-        ):
-            row.pending_assess = True
-            return
-        row.forced = [self.ids[THINK_CLOSE]]
-        row.forced_think_close = True
-
-    def _collect_gates(self, rows: list[_Row], think_flags: list[bool]) -> None:
+    def _collect_gates(self, stats: list[_Stats], think_flags: list[bool]) -> None:
         if self.introspection is None or not any(think_flags):
             return
         for adapter in self.introspection.adapters.values():
-            stats = adapter.last_rows
-            if stats is None:
+            gates = adapter.last_rows
+            if gates is None:
                 continue
-            z_sum, z_open, n = (t.tolist() for t in stats)
-            for i, row in enumerate(rows):
-                row.gate_sum += z_sum[i]
-                row.gate_open += z_open[i]
-                row.gate_count += n[i]
+            z_sum, z_open, n = (t.tolist() for t in gates)
+            for i, s in enumerate(stats):
+                s.gate_sum += z_sum[i]
+                s.gate_open += z_open[i]
+                s.gate_count += n[i]
 
     def _assess(
         self,
-        rows: list[_Row],
+        rows: list[Row],
+        stats: list[_Stats],
         closing: list[int],
         reading: list[int],
         taps: dict[int, torch.Tensor],
     ) -> None:
         """The heads read the position just fed: confidence after thinking for rows that fed
-        `</think>`; the exit check for rows at a closing step end (close when the
-        readiness is at the threshold, else think on); for rows at their soft cap, one
-        extension if confidence is low."""
+        `</think>`; readiness for rows at a closing step end (the exit check); confidence for
+        rows at their soft cap (the extension). The controller decides from these readings."""
         mask = torch.ones(len(rows), 1, dtype=torch.long, device=self.device)
         out = self.introspection.heads(taps, mask)
         confidence = apply_confidence(out.confidence_logit, self.calibration)
         for i in closing:
-            rows[i].confidence_after = float(confidence[i])
-        cfg = self.config
-        threshold = self._exit_threshold()
+            stats[i].confidence_after = float(confidence[i])
         readiness = out.readiness().tolist() if any(rows[i].pending_exit for i in reading) else []
         for i in reading:
-            row = rows[i]
-            if row.pending_exit:
-                row.pending_exit = False
-                row.exit_checks += 1
-                if threshold is None or readiness[i] >= threshold:
-                    row.forced = [self.ids[THINK_CLOSE]]
-                    row.forced_think_close = True
-                continue
-            row.pending_assess = False
-            extension = max(1, math.ceil(row.budget * cfg.extension_ratio))
-            if row.think_limit is not None:
-                extension = min(extension, row.think_limit - row.soft_cap)
-            if float(confidence[i]) < cfg.extension_threshold and extension > 0:
-                row.extended = True
-                row.soft_cap += extension
+            if rows[i].pending_exit:
+                read_exit_check(rows[i], readiness[i])
             else:
-                row.forced = [self.ids[THINK_CLOSE]]
-                row.forced_think_close = True
+                read_soft_cap(rows[i], float(confidence[i]))
 
     def _finalize(
-        self, row: _Row, request: Request, heads: dict[str, Any] | None, i: int, latency: float
+        self,
+        row: Row,
+        stats: _Stats,
+        request: Request,
+        heads: dict[str, Any] | None,
+        i: int,
+        latency: float,
     ) -> Result:
         text = self.tokenizer.decode(row.completion_ids, skip_special_tokens=False)
         think_text, answer = split_reasoning(text)
-        visible = self.config.visible_cot if request.visible_cot is None else request.visible_cot
+        visible = resolve_visibility(request.visible_cot, self.config.visible_cot)
         output = text if visible else answer
         n_tokens = len(row.completion_ids)
         per_layer: dict[str, dict[str, Any]] = {}
@@ -607,6 +351,7 @@ class Engine:
                         apply_confidence(values["confidence_logit"][i], self.calibration)
                     ),
                 }
+        gates = stats.gate_count
         telemetry = Telemetry(
             plan=plan,
             plan_probs=plan_probs,
@@ -616,12 +361,12 @@ class Engine:
             think_tokens=count_think_tokens(row.think_ids),
             answer_tokens=len(row.answer_ids),
             confidence_before=conf_before,
-            confidence_after=row.confidence_after,
+            confidence_after=stats.confidence_after,
             extended=row.extended,
             forced_think_close=row.forced_think_close,
             forced_answer_close=row.forced_answer_close,
-            gate_activity=row.gate_sum / row.gate_count if row.gate_count else 0.0,
-            gate_coverage=row.gate_open / row.gate_count if row.gate_count else 0.0,
+            gate_activity=stats.gate_sum / gates if gates else 0.0,
+            gate_coverage=stats.gate_open / gates if gates else 0.0,
             latency_s=latency,
             tokens_per_s=n_tokens / latency if latency > 0 else 0.0,
             leaked=False if visible else leaks_reasoning(output, think_text),

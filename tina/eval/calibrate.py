@@ -1,39 +1,15 @@
 """Fitting the calibration the engine applies: confidence temperature, plan thresholds, budget clip.
 
-What it does:
-- `fit_confidence` (what the export uses): Platt scaling, the (T, bias) minimising the negative
-  log-likelihood of `sigmoid(logit / T + bias)` against 0/1 correctness (nested golden-section
-  searches; jointly convex), then `fit_confidence_map`: isotonic (PAV) knots over the Platt
-  confidences, for what a two-parameter map cannot fix (the file's `confidence_map`; a block
-  of the fit spans its confidences, so the fitting data maps to its blocks' accuracies);
-  `fit_temperature`: T alone (bias 0), golden-section search on
-  log T within the schema's range [0.01, 100];
-- `fit_plan_thresholds`: per-class thresholds for `tina.core.calibration.apply_plan` (plan = argmax
-  of probability / threshold), by coordinate ascent on plan accuracy over a geometric grid
-  around the uniform 0.25; a change is kept only when it strictly raises accuracy, so the fitted
-  thresholds are never worse than the defaults on the data they were fit on;
-- `fit_budget_clip`: [min, max] of the gold budgets; clipping a prediction into a range that
-  holds every gold value can only shrink its error, so the clip never raises the budget MAE
-  on the fitting data;
-- `export_calibration_from_eval`: all three, metrics before and after, saved with
-  `tina.core.calibration.save_calibration` (the file the engine reads);
-- `run_calibration` (items) and `calibrate_on_records` (contract records, as training's
-  phase D calls it): the evaluation, then the export; at `auto` in two passes, so that the
-  temperature is fitted on the answers the fitted thresholds and clip will produce;
-- `gather_calibration_eval`: the evaluation that feeds the export, through the one engine (see
-  `tina.eval.sweep.decode_items`): for each item the confidence the evaluation scores
-  (`tina.eval.sweep.item_confidence`: the heads' prediction before thinking),
-  its correctness (`tina.data.tasks.scoring`), plan probabilities and predicted budget, with gold
-  plan and budget from the records.
-
-The engine reports calibrated confidences, not logits. The evaluation therefore runs the heads
-under a known probe temperature (`PROBE_TEMPERATURE`; thresholds and clip only those being
-fitted, in the second pass at `auto`) and inverts the sigmoid: logit = T_probe · log(c / (1 − c)).
-With float32 confidences this is exact to about 1e-5 for |logit| < 100; beyond that the
-confidence saturates and the logit is clamped.
-Plan logits are the log plan probabilities (the softmax does not change under a shift). The
-low-confidence budget extension is off during the evaluation (its decisions read the
-confidence).
+What it does: `fit_confidence` (Platt scaling: the (T, bias) of least NLL, then the isotonic
+`fit_confidence_map`), `fit_temperature` (T alone), `fit_plan_thresholds` (coordinate ascent on
+plan accuracy; never worse than the defaults on the fitting data) and `fit_budget_clip` (the
+gold budgets' range; never raises the budget MAE on the fitting data);
+`export_calibration_from_eval` (all three, metrics before and after, saved with
+`tina.core.calibration.save_calibration`); `run_calibration` / `calibrate_on_records` (evaluate
+through the one engine, then export; at `auto` in two passes); `gather_calibration_eval` (per
+item: the confidence before thinking, its correctness, plan probabilities, predicted budget;
+logits recovered by running the heads under `PROBE_TEMPERATURE`). How each fit works and why:
+docs/calibration.md.
 
 What it does not do: decide correctness (`tina.data.tasks.scoring`), define the file format
 (`tina.core.calibration`), or evaluate held-out data (run `tina sweep --calibration FILE` for that).
@@ -58,9 +34,10 @@ from tina.core.calibration import (
     apply_plan,
     save_calibration,
 )
+from tina.core.checks import json_safe
 from tina.core.plans import PLAN_CLASSES, plan_index
 from tina.engine.loop import Engine
-from tina.eval.metrics import auroc, brier, ece, mean
+from tina.eval.metrics import auroc, brier, budget_error, ece, mean, plan_accuracy
 from tina.eval.sweep import (
     AUTO,
     Budget,
@@ -196,8 +173,7 @@ def _plan_targets(labels: Sequence[Any]) -> list[int]:
 
 def _plan_accuracy(probs: torch.Tensor, targets: torch.Tensor, thresholds: list[float]) -> float:
     calibration = Calibration(plan_thresholds=dict(zip(PLAN_CLASSES, thresholds, strict=True)))
-    chosen = apply_plan(probs, calibration)
-    return float((chosen == targets).double().mean()) if len(targets) else math.nan
+    return plan_accuracy(apply_plan(probs, calibration).tolist(), targets.tolist())
 
 
 def fit_plan_thresholds(
@@ -254,11 +230,8 @@ def fit_confidence_map(
     highest confidence with two knots, at its value less and plus `MAP_RISE` (a block whose
     items share one confidence gets one knot): every item of the fitting data maps to its
     block's value (to within `MAP_RISE`), while distinct confidences stay distinct and in order
-    (AUROC is kept up to ties). Between blocks the map is linear.
-
-    Knots at the blocks' mean confidences instead would map a large block's lower half below
-    its value: on the 552 calibration items of the budget recipe that left an ECE of 0.051 on
-    the very data it was fitted on, an under-confidence the held-out items showed (0.064)."""
+    (AUROC is kept up to ties). Between blocks the map is linear. Why not knots at the blocks'
+    mean confidences: docs/calibration.md."""
     if len(probs) != len(labels):
         raise ValueError(f"{len(probs)} confidences for {len(labels)} labels")
     if not probs:
@@ -381,14 +354,16 @@ def export_calibration_from_eval(
     if pairs:
         predicted = torch.tensor([p for p, _ in pairs], dtype=torch.float64)
         gold_b = torch.tensor([g for _, g in pairs], dtype=torch.float64)
-        before["budget_mae"] = float((predicted - gold_b).abs().mean())
-        after["budget_mae"] = float((apply_budget(predicted, calibration) - gold_b).abs().mean())
+        before["budget_mae"] = budget_error(predicted.tolist(), gold_b.tolist())[0]
+        after["budget_mae"] = budget_error(
+            apply_budget(predicted, calibration).tolist(), gold_b.tolist()
+        )[0]
     calibration.fitted_on = {
         **dict(fitted_on or {}),
         "n": len(conf_logits),
         "n_bins": n_bins,
-        "before": {k: (None if math.isnan(v) else round(v, 6)) for k, v in before.items()},
-        "after": {k: (None if math.isnan(v) else round(v, 6)) for k, v in after.items()},
+        "before": json_safe({k: round(v, 6) for k, v in before.items()}),
+        "after": json_safe({k: round(v, 6) for k, v in after.items()}),
     }
     path = Path(out_path)
     save_calibration(calibration, path)

@@ -1,19 +1,14 @@
 """The exit check's threshold: how ready the heads must read a step end before thinking closes.
 
-The engine's exit check (`tina.engine.loop`, step 2) reads the heads' readiness (their exit output,
-else the raw confidence) at the step end where the heads' budget would close thinking and
-thinks on to the next step end while it is below the calibration's `exit_threshold`. The
-readiness learns, in training, the correctness of answers given right after thinks the
-minimal-budget search decoded (the trainer's `exit_bce`, records' `correct_after`).
+The engine's exit check reads the heads' readiness (their exit output, else the raw confidence)
+at the step end where the heads' budget would close thinking, and thinks on to the next step end
+while it is below the calibration's `exit_threshold`.
 
 What it does: `fit_exit_threshold(engine, items, thresholds, lam)` decodes the items at the
-heads' budget (`auto`) under the engine's calibration once per candidate threshold (None: no
-check), scores them, and picks by mean reward — the budget policy's `budget_reward` (correct − λ ·
-think tokens, no over-budget term: a later step end is the point of the check) — so the check
-costs tokens only where they buy answers at the policy's own exchange rate. Candidates within
-`tolerance` of the best reward (default: one item's answer, 1 / n) are a tie: the check moves
-only the few items whose chosen exit it judges, so rewards that close are noise, and the tie
-goes to the highest threshold (the fewest exits judged ready wrongly; no check counts lowest).
+heads' budget (`auto`) once per candidate threshold (None: no check), scores them, and picks by
+mean `budget_reward` (correct − λ · think tokens, no over-budget term); candidates within
+`tolerance` of the best (default 1 / n) are a tie, which goes to the highest threshold. Why
+this rule: docs/calibration.md.
 
 What it does not do: train the heads, or write the calibration file (the caller sets
 `exit_threshold` and saves it).

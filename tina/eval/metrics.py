@@ -1,16 +1,11 @@
 """Evaluation metrics as pure functions over plain numbers and strings, plus slicing by label.
 
-What it does:
-- answer quality: `exact_match` and `token_f1` (SQuAD's normalisation: lower case, punctuation
-  and English articles removed, whitespace tokens, multiset overlap);
-- confidence: `ece` (equal-width bins, count configurable; `reliability_bins` gives the bins for
-  a reliability diagram), `brier`, `auroc` (confidence as a score for correctness, rank-based with
-  average ranks for ties: the Mann–Whitney U statistic divided by n_pos · n_neg);
-- thinking: `mean` (average think tokens), `leakage_rate`, `budget_error` (MAE, and relative:
-  MAE / mean gold budget), `plan_accuracy`;
-- `summarize(items)`: every metric over per-item dicts (keys in `ITEM_FIELDS`), and
-  `by(items, field)`: the same summary per value of any label field (task, difficulty_bin,
-  style, …).
+What it does: answer quality (`exact_match`, `token_f1` with SQuAD's normalisation); confidence
+(`ece` and `reliability_bins` over equal-width bins, `brier`, `auroc`: rank-based, average ranks
+for ties); thinking (`mean`, `leakage_rate`, `budget_error`: MAE and relative, `plan_accuracy`);
+`summarize(items)`: every metric over per-item dicts (keys in `ITEM_FIELDS`), and
+`by(items, field)`: the same summary per value of any label field (task, difficulty_bin, style…).
+Each metric's definition: docs/evaluation.md.
 
 A metric with nothing to measure (no items, no confidences, one class only for AUROC) is NaN,
 never a made-up number. What this module does not do: decide correctness (that is
@@ -19,6 +14,7 @@ never a made-up number. What this module does not do: decide correctness (that i
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections import Counter
@@ -173,6 +169,22 @@ def auroc(scores: Sequence[float], labels: Sequence[float]) -> float:
         return NAN
     rank_sum = sum(r for r, p in zip(average_ranks(scores), positives, strict=True) if p)
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman rank correlation: the Pearson correlation of the average ranks (ties share
+    theirs). NaN with fewer than two pairs or when either side is constant."""
+    if len(a) != len(b):
+        raise ValueError(f"{len(a)} values against {len(b)}")
+    if len(a) < 2:
+        return NAN
+    ra, rb = average_ranks(a), average_ranks(b)
+    ma, mb = mean(ra), mean(rb)
+    da, db = [r - ma for r in ra], [r - mb for r in rb]
+    denominator = math.sqrt(sum(x * x for x in da) * sum(y * y for y in db))
+    if denominator == 0:
+        return NAN
+    return sum(x * y for x, y in zip(da, db, strict=True)) / denominator
 
 
 def budget_error(predicted: Sequence[float], gold: Sequence[float]) -> tuple[float, float]:

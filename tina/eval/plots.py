@@ -1,18 +1,12 @@
 """Plots of a budget sweep, as PNG files (matplotlib, Agg: no display needed).
 
-What it does, from the files `tina.eval.sweep` writes:
-- `<stem>_quality.png`: exact match and token F1 against average think tokens, the fixed
-  budgets as a curve (each point labelled with its budget), `auto` (the heads' budget) as a
-  marked point; from `budget_sweep_<split>.csv`;
-- `<stem>_reliability.png`: a reliability diagram per budget (accuracy against mean confidence
-  in equal-width bins, ECE in the legend, the diagonal for reference; a marker's area grows with
-  its bin's item count, and the line joins only bins of `MIN_JOINED_COUNT` items or more, so a
-  bin of one item does not draw a spike) over a histogram of the confidences; from the items
-  CSV;
-- `<stem>_budget.png`: the heads' predicted budget against the think tokens used (and the gold
-  budget) for `auto` (else the largest fixed budget), with the diagonal; from the items CSV.
-`quality_figure`, `reliability_figure` and `budget_figure` return `matplotlib.figure.Figure`
-objects (no pyplot state); `plot_sweep` draws all three and writes them atomically.
+What it does, from the files `tina.eval.sweep` writes: `<stem>_quality.png` (exact match and
+token F1 against average think tokens, fixed budgets as a curve, `auto` as a marked point),
+`<stem>_reliability.png` (a reliability diagram per budget over a histogram of the confidences)
+and `<stem>_budget.png` (the heads' predicted budget against the think tokens used). What each
+shows in detail: docs/evaluation.md. `quality_figure`, `reliability_figure` and `budget_figure`
+return `matplotlib.figure.Figure` objects (no pyplot state); `plot_sweep` draws all three and
+writes them atomically.
 
 What it does not do: run the sweep or compute metrics beyond binning (`tina.eval.metrics`).
 """

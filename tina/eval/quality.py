@@ -6,20 +6,20 @@ to hold out), decodes each item with thinking capped at a share of the tokens it
 needs (`target_budget`) — 0, 25%, 50% — and uncapped ("full"), scores the answers exactly, and
 writes a CSV and a Markdown table (exact match and average think tokens per cell).
 
-The gap between full and cut thinking is what the introspective parts learn to manage.
-
 What it does not do: metacognitive heads or calibration (see the evaluation sweeps).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tina.core.atomic import atomic_write_text
 from tina.core.models import render_prompt
 from tina.data.tasks import TASKS, generate_records
 from tina.data.tasks.scoring import score_answer
@@ -127,7 +127,7 @@ def evaluate_quality(
     return rows
 
 
-def markdown_table(rows: Sequence[QualityRow]) -> str:
+def quality_markdown_table(rows: Sequence[QualityRow]) -> str:
     """Exact match per (task, difficulty) with one column per think share."""
     shares = list(dict.fromkeys(r.share for r in rows))
     header = ["task", "difficulty", "needed think tokens"] + [
@@ -156,14 +156,11 @@ def write_quality(rows: Sequence[QualityRow], out_dir: Path) -> tuple[Path, Path
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / "quality.csv", out_dir / "quality.md"
     fields = list(QualityRow.__dataclass_fields__)
-    tmp = csv_path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({f: getattr(r, f) for f in fields})
-    tmp.replace(csv_path)
-    md_tmp = md_path.with_suffix(".md.tmp")
-    md_tmp.write_text(markdown_table(rows) + "\n")
-    md_tmp.replace(md_path)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({f: getattr(r, f) for f in fields})
+    atomic_write_text(csv_path, buffer.getvalue())
+    atomic_write_text(md_path, quality_markdown_table(rows) + "\n")
     return csv_path, md_path

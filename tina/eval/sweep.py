@@ -1,30 +1,14 @@
 """Quality against think budget: evaluation items through the one engine, fixed budgets and `auto`.
 
-What it does:
-- reads evaluation items from contract JSONL (`load_eval_items`): the question (`meta.question`,
-  rendered by the chat template as serving does; else the record's text up to `<think>`, used
-  as the rendered prompt), the reference answer (`extract_answer` of the record), the labels
-  (`task`, `difficulty_bin`, `style`, `plan_class`, `target_budget`). If records carry a `split`
-  field, only those of the requested split are kept; a record whose own answer does not score
-  as correct (wrong `meta`) is an `EvalDataError` naming file and line;
-- `decode_items`: one budget over all items, batched through `tina.engine.loop.Engine` in hidden
-  mode. A fixed budget `b` is served like any request with that budget (thinking closes
-  at the step end nearest `b`, at `b · (1 + slack)` at the latest: the rule of
-  `auto` too, so the two compare); `auto` is the request as served: the heads' plan and
-  budget, the engine's slack, its calibration. `auto` needs metacognitive heads: without
-  them it is a `SweepError` (the engine would silently fall back to its budget cap, which is
-  not what `auto` measures);
-- per item: correctness from `tina.data.tasks.scoring.score_record` (the task's scorer, else exact
-  match with the record's answer), the confidence (`item_confidence`: the heads' prediction
-  before thinking), think tokens, leakage, predicted and gold budget,
-  chosen and gold plan;
-- `run_budget_sweep` / `sweep_engine`: every budget, metrics per budget (`tina.eval.metrics`) and
-per
-  slice (task, difficulty_bin, style), written atomically to `budget_sweep_<split>.csv` (one row
-  per budget), `budget_sweep_<split>_items.csv` (one row per item and budget, for the plots) and
-  `budget_sweep_<split>.json` (summary, slices, settings);
-- reads those CSVs back (`read_sweep_csv`, `read_items_csv`); a malformed file is an
-  `EvalDataError` naming file, line and column.
+What it does: reads evaluation items from contract JSONL (`load_eval_items`; a record whose own
+answer does not score as correct is an `EvalDataError` naming file and line); decodes them at
+one budget through `tina.engine.loop.Engine` in hidden mode (`decode_items`: a fixed budget is
+served like any request with that budget, `auto` as served, with the heads' plan and budget —
+without heads that is a `SweepError`); scores each item (`tina.data.tasks.scoring.score_record`;
+the confidence scored is the heads' prediction before thinking, `item_confidence`); writes the
+metrics per budget and per slice to `budget_sweep_<split>.csv`, `…_items.csv` and `….json`
+(`run_budget_sweep`, `sweep_engine`), which `read_sweep_csv` / `read_items_csv` read back.
+What each file holds: docs/evaluation.md.
 
 What it does not do: fit calibration (`tina.eval.calibrate`) or draw (`tina.eval.plots`).
 """
@@ -33,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -41,13 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tina.core.atomic import atomic_write
+from tina.core.atomic import atomic_write_json, atomic_write_text
+from tina.core.checks import json_safe
 from tina.core.introspection import inner_model
 from tina.core.plans import PLAN_CLASSES, plan_index
 from tina.core.tags import THINK_OPEN, extract_answer
 from tina.data.contract import ContractError, read_contract_jsonl
 from tina.data.tasks.scoring import score_record
-from tina.engine.loop import Engine, EngineConfig, Request, Result, Telemetry
+from tina.engine.loop import Engine
+from tina.engine.types import EngineConfig, Request, Result, Telemetry
 from tina.eval.metrics import SUMMARY_KEYS, by, summarize
 
 AUTO = "auto"
@@ -386,10 +371,6 @@ def run_budget_sweep(
 # --- files --------------------------------------------------------------------------------------
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, newline=""))
-
-
 def _cell(value: Any) -> str:
     if value is None:
         return ""
@@ -409,16 +390,6 @@ def _csv_text(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def sweep_paths(out_dir: Path, split: str) -> dict[str, Path]:
     """Where a sweep of `split` writes: csv, items_csv, json."""
     stem = f"budget_sweep_{split}"
@@ -432,8 +403,8 @@ def sweep_paths(out_dir: Path, split: str) -> dict[str, Path]:
 def write_sweep(result: SweepResult, out_dir: Path, settings: Mapping[str, Any]) -> dict[str, Path]:
     """Write the sweep's CSVs and JSON summary atomically; returns their paths."""
     paths = sweep_paths(out_dir, result.split)
-    _atomic_write_text(paths["csv"], _csv_text(SWEEP_COLUMNS, result.rows))
-    _atomic_write_text(paths["items_csv"], _csv_text(ITEM_COLUMNS, result.items))
+    atomic_write_text(paths["csv"], _csv_text(SWEEP_COLUMNS, result.rows))
+    atomic_write_text(paths["items_csv"], _csv_text(ITEM_COLUMNS, result.items))
     summary = {
         "split": result.split,
         "settings": dict(settings),
@@ -441,13 +412,11 @@ def write_sweep(result: SweepResult, out_dir: Path, settings: Mapping[str, Any])
         "slices": result.slices,
         "files": {k: str(p) for k, p in paths.items()},
     }
-    _atomic_write_text(
-        paths["json"], json.dumps(_json_safe(summary), indent=2, allow_nan=False) + "\n"
-    )
+    atomic_write_json(paths["json"], json_safe(summary))
     return paths
 
 
-def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+def sweep_markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """The sweep table, one row per budget."""
     header = ["budget", *SUMMARY_KEYS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

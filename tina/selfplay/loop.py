@@ -1,28 +1,18 @@
 """One self-play iteration, the policy update, and the self-play runs the trainer starts.
 
-An iteration (`self_play_iteration`):
-1. **propose**: `num_propose` proposals sampled from the model (one mode per iteration,
-   round-robin over `task_types`; references from the buffer); invalid ones are replaced by
-   composed tasks (`tina.selfplay.proposer`); the new tasks go into the buffer (deduplicated);
-2. **solve**: the new tasks and `num_solve` buffer tasks, each `num_mc_rollouts` times through
-   the engine (`tina.selfplay.solver`), verified in the sandbox;
-3. **rewards** (`tina.selfplay.rewards`): solver λ_solver·correct − λ_format·malformed; proposer
-   λ_learn·learnability of its task (its solve rate over the rollouts; optionally boosted where
-   the heads flag the task) or −λ_format when invalid; advantages normalised per (mode, role);
-4. **update** (`policy_loss`): REINFORCE on the sampled completion tokens (token-mean
-   log-probability per sequence × advantage) under the current model with the think mask on the
-   think span, plus `kl_coef` · KL(policy ‖ reference) over the same positions, the reference
-   being the same model with the adapters off (a forward outside `think_mask_context`). One
-   AdamW step over the side adapters; the heads and the base stay as they are.
+An iteration (`self_play_iteration`): **propose** (`num_propose` proposals of one mode, invalid
+ones replaced by composed tasks, new tasks into the buffer), **solve** (new and `num_solve`
+buffer tasks, `num_mc_rollouts` times each through the engine, verified in the sandbox),
+**rewards** (`tina.selfplay.rewards`, advantages per (mode, role)), **update** (`policy_loss`:
+REINFORCE on the sampled tokens plus `kl_coef` · KL to the same model with adapters off; one
+AdamW step over the side adapters). Each step in detail: docs/selfplay.md.
 
-Runs: `train_self_play(train_config)` is the trainer's `self_play` mode (iterations,
-checkpoints through `tina.train.trainer._checkpoint`, metrics lines with `mode`/`role` through
-`tina.train.checkpoints`, resume, SIGTERM); `HybridSchedule` runs iterations between the
-supervised steps of `hybrid` mode.
+Runs: `train_self_play(train_config)` is the trainer's `self_play` mode (iterations, checkpoints
+and metrics lines with `mode`/`role` through `tina.train.checkpoints`, resume, SIGTERM);
+`HybridSchedule` runs iterations between the supervised steps of `hybrid` mode.
 
-What it does not do: train the heads or the base, or (in hybrid mode) carry the task buffer over
-a resume (a resumed hybrid run seeds a fresh buffer); self-play runs in one process (under a
-multi-process launch each process would run its own iterations).
+What it does not do: train the heads or the base, carry the task buffer over a resume of a
+hybrid run (it seeds a fresh one), or split iterations across processes.
 """
 
 from __future__ import annotations
@@ -39,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from tina.core.side_adapters import think_mask_context
-from tina.engine.loop import Engine, EngineConfig
+from tina.engine.loop import Engine
+from tina.engine.types import EngineConfig
 from tina.selfplay.buffer import BufferConfig, TaskBuffer, seed_buffer
 from tina.selfplay.proposer import propose
 from tina.selfplay.rewards import (
@@ -382,15 +373,16 @@ def train_self_play(config: Any, resume: bool = False, progress: bool = True) ->
     sp = SelfPlayConfig.from_dict(config.self_play or {})
     seed_everything(config.seed)
     output = Path(config.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
     checkpoint = latest_checkpoint(output) if resume else None
+    # a checkpoint of another mode is a CheckpointError before anything loads or is written
+    saved = load_checkpoint(checkpoint, "self_play") if checkpoint is not None else None
+    output.mkdir(parents=True, exist_ok=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer, intro = load_parts(config, device, checkpoint)
     for p in model.parameters():  # the base and the heads stay frozen; `update` opens adapters
         p.requires_grad_(False)
     state = new_state(model, tokenizer, intro, sp)
-    if checkpoint is not None:
-        saved = load_checkpoint(checkpoint, "self_play")
+    if saved is not None:
         state.optimizer.load_state_dict(saved["optimizer"])
         state.iteration = saved["step"]
         state.rng.setstate(saved["selfplay_rng"])
@@ -453,15 +445,13 @@ class HybridSchedule:
 
     @classmethod
     def start(cls, config: Any, model: Any, tokenizer: Any, intro: Any) -> HybridSchedule:
-        schedule = {
-            "supervised_steps": 100,
-            "self_play_iters": 10,
-            **(config.hybrid_schedule or {}),
-        }
+        """The schedule of a train config (`hybrid_schedule`: a `HybridScheduleConfig`, whose
+        defaults are the only ones) on the trainer's model and introspection parts."""
+        schedule = config.hybrid_schedule
         sp = SelfPlayConfig.from_dict(config.self_play or {})
         return cls(
-            int(schedule["supervised_steps"]),
-            int(schedule["self_play_iters"]),
+            schedule.supervised_steps,
+            schedule.self_play_iters,
             new_state(model, tokenizer, intro, sp),
         )
 

@@ -1,17 +1,13 @@
 """The proposer role of self-play: the model writes new tasks; a small grammar fills in.
 
-- `proposer_prompt(mode, references)`: the question the proposer sees: the mode, the programs
-  of reference tasks from the buffer (each with its input calls), and the answer format;
-- `parse_proposal(text)`: the model's answer (a program, then one `f(…)` call per line giving
-  the inputs) as a `Proposal`, or the reason it is not one;
-- `compose_proposal(rng, mode, max_statements)`: a random program of the code-task grammar
-  (`tina.data.tasks.code`: `x = x + c`, `max`, `if`, `for` …; values kept in [0, 99], the range the
-  embedded model knows) with inputs that keep it in range: the "composes" of the seeds, used
-  when the model's proposal is invalid;
-- `task_of(mode, proposal, outputs, rng, n_heldout)`: the task a checked proposal becomes;
-- `propose(engine, buffer, modes, …)`: one engine batch of proposals, each parsed and checked in
-  the sandbox (`check_proposals`: it runs, deterministically, on every input); an invalid one
-  is replaced by a composed task, and the sample keeps why it failed.
+What it does: `proposer_prompt(mode, references)` (the mode, reference programs from the buffer
+with their input calls, the answer format); `parse_proposal(text)` (a program, then one `f(…)`
+call per line: a `Proposal`, or why it is not one); `compose_proposal(rng, mode,
+max_statements)` (a random program of the code-task grammar, values in [0, 99], used when the
+model's proposal is invalid); `task_of` (the task a checked proposal becomes); and
+`propose(engine, buffer, modes, …)`: one engine batch of proposals, each parsed and checked in
+the sandbox (`check_proposals`), an invalid one replaced by a composed task, the sample keeping
+why it failed.
 
 What it does not do: rewards (the proposer's learnability comes from the solver's rollouts, in
 `tina.selfplay.loop`) or the buffer's deduplication (`tina.selfplay.buffer`).

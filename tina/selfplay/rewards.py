@@ -1,17 +1,12 @@
 """Self-play rewards and advantages as plain functions over lists of numbers.
 
-- `learnability(solve_rates)`: the proposer's reward of Absolute Zero: `1 − p` for a task whose
-  Monte-Carlo solve rate `p` is strictly between 0 and 1, and 0 for a task that is always or
-  never solved (it teaches nothing);
-- `metacog_boost`: optional guidance from the metacognitive heads: learnability × (1 + boost)
-  where the heads predict low confidence, a tiny budget, or the no-thinking (`direct`) plan; a
-  task with learnability 0 stays at 0;
-- `proposer_rewards`: λ_learn · learnability for a valid proposal, −λ_format for an invalid one;
-- `solver_rewards`: λ_solver · correct, minus λ_format for a malformed answer (one that is not a
-  literal / arguments / program at all);
-- `normalized_advantages`: (r − mean) / std within each group (the (mode, role) pairs), 0 for
-  a group of one or with no spread;
-- `histogram`: counts in equal bins over [0, 1] (the learnability histogram of the metrics).
+What it does: `learnability(solve_rates)` (Absolute Zero's proposer reward: `1 − p` for a
+Monte-Carlo solve rate `p` strictly between 0 and 1, else 0); `metacog_boost` (optional guidance:
+learnability × (1 + boost) where the heads predict low confidence, a tiny budget or the `direct`
+plan); `proposer_rewards` (λ_learn · learnability, −λ_format when invalid); `solver_rewards`
+(λ_solver · correct, minus λ_format when malformed); `normalized_advantages` ((r − mean) / std
+within each (mode, role) group, 0 for a group of one or with no spread); `histogram` (equal bins
+over [0, 1]). Each in detail: docs/selfplay.md.
 
 What it does not do: run the model or the sandbox (the solver and proposer modules do).
 """

@@ -8,14 +8,13 @@ a program that got past it could do (the tests also run such a program past the 
    `f_back`, `f_globals`, no `str.format`/`format_map` field lookups), and no name in
    `FORBIDDEN_NAMES` (`exec`, `eval`, `open`, `getattr`, `globals`, `__import__`, …). Every
    problem is reported as `line N: rule: detail`.
-2. A separate process per batch: `python -I -S -B tina/selfplay/sandbox_worker.py` (isolated mode:
-no
-   environment, no site, no user paths), its own session (process group), a fresh temporary
-   working directory that is removed afterwards, and a minimal environment. The worker locks
-   itself down before running anything (see `tina.selfplay.sandbox_worker`): builtins restricted to
-   `SAFE_BUILTINS` (no `__import__`, `open`, `type`, …), RLIMIT_CPU per call, RLIMIT_AS,
-   RLIMIT_FSIZE 0, RLIMIT_NPROC 0, no core dumps, RLIMIT_NOFILE 3 (no file, pipe or socket can
-   be opened), and, when started as root, uid/gid `nobody`.
+2. A separate process per batch: `python -I -S -B tina/selfplay/sandbox_worker.py` (isolated
+   mode: no environment, no site, no user paths), its own session (process group), a fresh
+   temporary working directory that is removed afterwards, and a minimal environment. The
+   worker locks itself down before running anything (see `tina.selfplay.sandbox_worker`):
+   builtins restricted to `SAFE_BUILTINS` (no `__import__`, `open`, `type`, …), RLIMIT_CPU per
+   call, RLIMIT_AS, RLIMIT_FSIZE 0, RLIMIT_NPROC 0, no core dumps, RLIMIT_NOFILE 3 (no file,
+   pipe or socket can be opened), and, when started as root, uid/gid `nobody`.
 3. Network: nothing can import `socket`, and no descriptor can be opened; on top of that the
    worker asks for an empty network namespace (`unshare(CLONE_NEWNET)`; as a non-root user via a
    user namespace). That last step is best-effort: kernels that forbid unprivileged user

@@ -22,10 +22,9 @@ that captures at most `max_output_bytes`; arguments are rebuilt from their repr 
 so one call cannot change another's input.
 
 What it does not do: validate the source (the parent does, with
-`tina.selfplay.sandbox.validate_program`,
-before anything reaches this process), import anything from Tina (it must run with `-I -S`), or
-pickle anything. `literal_problem` is also imported by the parent, so that the parent and the
-worker share one definition of a literal value.
+`tina.selfplay.sandbox.validate_program`, before anything reaches this process), import anything
+from Tina (it must run with `-I -S`), or pickle anything. `literal_problem` is also imported by
+the parent, so that the parent and the worker share one definition of a literal value.
 """
 
 from __future__ import annotations

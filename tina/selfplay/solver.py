@@ -1,17 +1,12 @@
 """The solver role of self-play: the model answers tasks through the engine; the sandbox judges.
 
-- `sample_rollouts(engine, prompts, ...)`: one engine batch (the same decode loop as serving:
-  think with the side adapters on, then answer with them off) that also keeps, per row, the
-  completion's token ids, which of them were think tokens (fed with the adapters on: the think
-  mask of the policy update) and which were sampled by the model rather than forced by the
-  engine (`<answer>` after `</think>`, a `</think>` at the budget, a `</answer>` at the answer
-  cap): the tokens a policy gradient may credit;
-- `solve(engine, tasks, ...)`: `num_rollouts` sampled solutions per task (task-major), each
-  verified by `tina.selfplay.tasks.verify_answers` (deduction: the output; abduction:
-  `f(input) == output`; induction: every held-out pair), plus whether the answer was well formed;
-- `solved_greedy` / `evaluate_solve_rate`: greedy solutions of a fixed task set, per task / the
-  share solved;
-- `heldout_deduction_tasks`: a fixed evaluation set drawn from the suite with its own seed.
+What it does: `sample_rollouts(engine, prompts, ...)` (one engine batch, the serving decode loop,
+that also keeps per row the completion's token ids, which were think tokens — the policy
+update's think mask — and which were sampled rather than forced: the tokens a policy gradient
+may credit); `solve(engine, tasks, ...)` (`num_rollouts` sampled solutions per task,
+task-major, each verified by `tina.selfplay.tasks.verify_answers`, plus whether it was well
+formed); `solved_greedy` / `evaluate_solve_rate` (greedy solutions of a fixed task set);
+`heldout_deduction_tasks` (a fixed evaluation set drawn from the suite with its own seed).
 
 What it does not do: rewards (`tina.selfplay.rewards`) or weight updates (`tina.selfplay.loop`).
 """
@@ -24,7 +19,8 @@ from typing import Any
 
 from tina.core.tags import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE
 from tina.data.tasks import generate_records
-from tina.engine.loop import THINK, Engine, Request, Telemetry
+from tina.engine.loop import Engine
+from tina.engine.types import THINK, Request, Telemetry
 from tina.selfplay.buffer import task_key
 from tina.selfplay.sandbox import SandboxConfig
 from tina.selfplay.tasks import (
@@ -33,8 +29,8 @@ from tina.selfplay.tasks import (
     Task,
     parameters,
     parse_value,
-    render_prompt,
     task_from_record,
+    task_question,
     verify_answers,
 )
 
@@ -143,7 +139,7 @@ def solve(
 ) -> tuple[list[Rollout], list[bool]]:
     """`num_rollouts` sampled solutions per task, task-major, and whether each is correct.
     Each rollout's `extra` holds its `task` and `well_formed`."""
-    prompts = [render_prompt(t) for t in tasks for _ in range(num_rollouts)]
+    prompts = [task_question(t) for t in tasks for _ in range(num_rollouts)]
     seeds = [(seed * 1_000_003 + i) % (2**63) for i in range(len(prompts))]
     rollouts = sample_rollouts(engine, prompts, budget, answer_tokens, temperature, top_p, seeds)
     repeated = [t for t in tasks for _ in range(num_rollouts)]
@@ -166,7 +162,7 @@ def solved_greedy(
     solved: list[bool] = []
     for start in range(0, len(tasks), batch_size):
         chunk = list(tasks[start : start + batch_size])
-        prompts = [render_prompt(t) for t in chunk]
+        prompts = [task_question(t) for t in chunk]
         rollouts = sample_rollouts(
             engine, prompts, budget, answer_tokens, 0.0, 1.0, [0] * len(chunk)
         )

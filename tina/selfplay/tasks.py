@@ -1,18 +1,15 @@
 """The three Absolute-Zero task modes over sandboxed Python functions, their prompts and checks.
 
-- `Deduction`: program + input → output (the solver answers the output, a Python literal);
-- `Abduction`: program + output → an input (the solver answers arguments; any input for
-  which the program returns the output is correct);
-- `Induction`: input/output pairs, some held out → a program (the solver answers a
-  `def entry(...)` or a bare expression over the reference parameters; it must reproduce every
-  held-out pair).
+- `Deduction`: program + input → output (the solver answers a Python literal);
+- `Abduction`: program + output → an input (any input giving the output is correct);
+- `Induction`: input/output pairs, some held out → a program (a `def entry(...)` or a bare
+  expression that must reproduce every held-out pair).
 
-A proposal (a program and inputs) becomes tasks only after `check_proposals` accepts it: it
-parses, passes the sandbox's AST rules, runs on every input without error, deterministically,
-with outputs under the size cap; each rejection says why (`status: message`). Outputs are always
-computed by the sandbox, never taken from the proposer. Prompts reuse the code tasks' question
-formats (`tina.data.tasks.code`), so a seeded task renders exactly the question of its suite record.
-Answers are compared by strict value equality (`same_value`: 1, 1.0 and True differ).
+A proposal becomes tasks only after `check_proposals` accepts it (it parses, passes the
+sandbox's AST rules, runs on every input deterministically, outputs under the size cap; each
+rejection says why). Outputs are always computed by the sandbox, never taken from the proposer;
+prompts reuse the code tasks' question formats; answers compare by strict value equality
+(`same_value`: 1, 1.0 and True differ).
 
 What it does not do: store tasks (see `tina.selfplay.buffer`), generate proposals, or compute
 proposer rewards (learnability); those belong to the self-play training loop.
@@ -97,7 +94,7 @@ def render_call(entry: str, args: Args) -> str:
     return f"{entry}({', '.join(repr(a) for a in args)})"
 
 
-def render_prompt(task: Task) -> str:
+def task_question(task: Task) -> str:
     """The question the solver sees (the code tasks' formats; see the module docstring)."""
     if isinstance(task, Deduction):
         return deduction_question(task.program, render_call(task.entry, task.args))

@@ -2,7 +2,7 @@
 
 What it does:
 - `POST /v1/chat/completions` (JSON, or SSE streaming with `"stream": true`), `GET /v1/models`,
-  `GET /v1/models/{id}`, `GET /health`. Every request becomes one `tina.engine.loop.Request` and
+  `GET /v1/models/{id}`, `GET /health`. Every request becomes one `tina.engine.types.Request` and
   goes
   through the one engine via `tina.serve.batcher.Batcher`: requests that arrive together decode as
   one
@@ -28,13 +28,15 @@ What it does:
 - Host, port, limits and auth come from `config/service_config.json`, with CLI overrides.
   Shutdown is graceful: uvicorn finishes the requests in flight, then the batcher drains.
 
+The wire format's pydantic models are in `tina.serve.openai_types`, the command's flags in
+`tina.serve.flags`.
+
 What it does not do: conversation history, tools, logprobs, `n > 1`, TLS, or rate limiting per
 key (a full queue is the only back-pressure).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hmac
 import json
@@ -44,26 +46,38 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import fields, replace
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi import Request as HTTPRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tina.core.checks import ConfigError, Problem, parse_strict_json
-from tina.engine.loop import Engine, Request
+from tina.engine.loop import Engine
+from tina.engine.types import Request, resolve_visibility
 from tina.serve.batcher import Batcher, BatcherClosed, Completion, Delta, QueueFull, Ticket
+from tina.serve.flags import EMBEDDED_MODEL_NAME, served_model_name, service_with_overrides
+from tina.serve.openai_types import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatMessage,
+    Choice,
+    ChunkChoice,
+    DeltaMessage,
+    ErrorDetail,
+    ErrorResponse,
+    Usage,
+)
 from tina.serve.redact import redact
 from tina.serve.service_config import Limits, ServiceConfig
 
 logger = logging.getLogger("tina.serve.app")
 MAX_STOP_STRINGS = 4  #: as OpenAI's API allows
-
-EMBEDDED_MODEL_NAME = "tina-embedded"
 _LOGGED_PROMPT_CHARS = 80
 JSON_TYPE = "application/json"
 
@@ -88,7 +102,8 @@ class APIError(Exception):
         self.param, self.code, self.headers = param, code, headers
 
     def body(self) -> dict[str, Any]:
-        return {"error": {k: getattr(self, k) for k in ("message", "type", "param", "code")}}
+        detail = ErrorDetail(message=self.message, type=self.type, param=self.param, code=self.code)
+        return ErrorResponse(error=detail).model_dump()
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
@@ -100,96 +115,6 @@ def _validation_error(errors: Sequence[Any]) -> APIError:
     param = ".".join(loc) or None
     message = f"{param}: {first.get('msg', 'invalid value')}" if param else "invalid request body"
     return APIError(400, message, param=param, code="invalid_value")
-
-
-# --- request and response models ----------------------------------------------------------------
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
-
-
-class ContentPart(_Strict):
-    type: str
-    text: str | None = None
-
-
-class ChatMessage(_Strict):
-    role: str
-    content: str | list[ContentPart] | None = None
-
-
-class StreamOptions(_Strict):
-    include_usage: bool = False
-
-
-class ChatCompletionRequest(_Strict):
-    """The fields of OpenAI's chat completion request that Tina reads, plus its own two."""
-
-    model: str
-    messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    seed: int | None = None
-    n: int | None = None
-    stop: str | list[str] | None = None  #: the answer ends before the first of these (≤ 4)
-    visible_cot: bool | None = None  #: Tina: show the thinking in `reasoning_content`
-    max_thinking_tokens: int | None = Field(default=None, ge=0)  #: Tina: cap on thinking
-
-
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int  #: think + answer tokens, tags excluded
-    total_tokens: int
-    completion_tokens_details: dict[str, int]  #: `reasoning_tokens`
-
-
-class AssistantMessage(BaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str
-    reasoning_content: str | None = None
-
-
-class Choice(BaseModel):
-    index: int = 0
-    message: AssistantMessage
-    finish_reason: str
-
-
-class ChatCompletion(BaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[Choice]
-    usage: Usage
-    telemetry: dict[str, Any]  #: Tina: the engine's introspection telemetry
-
-
-class DeltaMessage(BaseModel):
-    role: str | None = None
-    content: str | None = None
-    reasoning_content: str | None = None
-
-
-class ChunkChoice(BaseModel):
-    index: int = 0
-    delta: DeltaMessage
-    finish_reason: str | None = None
-
-
-class ChatCompletionChunk(BaseModel):
-    id: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
-    choices: list[ChunkChoice]
-    usage: Usage | None = None
-    telemetry: dict[str, Any] | None = None
 
 
 # --- from a chat request to an engine request ---------------------------------------------------
@@ -249,7 +174,7 @@ def engine_request(chat: ChatCompletionRequest, engine: Engine, limits: Limits) 
         temperature=0.0 if chat.temperature is None else chat.temperature,
         top_p=1.0 if chat.top_p is None else chat.top_p,
         seed=chat.seed,
-        visible_cot=config.visible_cot if chat.visible_cot is None else chat.visible_cot,
+        visible_cot=resolve_visibility(chat.visible_cot, config.visible_cot),
         max_tokens=max_tokens,
         stop=tuple(stops),
     )
@@ -552,74 +477,6 @@ def create_app(
 
 
 # --- the command --------------------------------------------------------------------------------
-
-
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """`tina serve`'s own flags (the model flags come from `runtime.add_model_arguments`); each
-    one left out keeps the service config's value."""
-    from tina.core.checks import parse_bool
-
-    parser.add_argument("--host", default=None, help="address to bind (config: host)")
-    parser.add_argument("--port", type=int, default=None, help="port to bind (config: port)")
-    for f in fields(Limits):
-        parser.add_argument(
-            f"--{f.name.replace('_', '-')}",
-            type=type(f.default),
-            default=None,
-            help=f"override limits.{f.name} (default: {f.default})",
-        )
-    parser.add_argument(
-        "--require-auth",
-        type=parse_bool,
-        default=None,
-        metavar="BOOL",
-        help="require a Bearer key from the env var named by auth.api_keys_env (config: auth)",
-    )
-    parser.add_argument(
-        "--visible-cot",
-        type=parse_bool,
-        default=None,
-        metavar="BOOL",
-        help="show the thinking by default, in reasoning_content (config: visible_cot)",
-    )
-    parser.add_argument(
-        "--model-name", default=None, help="model id clients send (default: derived from --base)"
-    )
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's)"
-    )
-    parser.add_argument(
-        "--log-level", default="info", choices=("debug", "info", "warning", "error")
-    )
-
-
-def service_with_overrides(service: ServiceConfig, args: Any) -> ServiceConfig:
-    """`service` with the `add_serve_arguments` flags that were given; bad values are a
-    `ConfigError` (the dataclasses check them)."""
-    limits = {
-        f.name: getattr(args, f.name) for f in fields(Limits) if getattr(args, f.name) is not None
-    }
-    top = {
-        name: getattr(args, name)
-        for name in ("host", "port", "visible_cot")
-        if getattr(args, name) is not None
-    }
-    auth = service.auth
-    if args.require_auth is not None:
-        auth = replace(auth, require_auth=args.require_auth)
-    return replace(service, limits=replace(service.limits, **limits), auth=auth, **top)
-
-
-def served_model_name(args: Any, service: ServiceConfig) -> str:
-    """`--model-name`, else `base[/adapter[/subfolder]]`, else the embedded model's name."""
-    if args.model_name:
-        return str(args.model_name)
-    base = args.base or service.model.base
-    if base is None:
-        return EMBEDDED_MODEL_NAME
-    adapter = args.adapter or service.model.adapter
-    subfolder = args.subfolder or service.model.subfolder
-    return "/".join(p for p in (base, adapter, subfolder) if p)
 
 
 def run_serve(args: Any) -> int:

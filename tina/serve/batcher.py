@@ -42,8 +42,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tina.core.tags import THINK_CLOSE, extract_answer, split_reasoning
-from tina.engine.loop import THINK, Engine, Request, Result
+from tina.engine.loop import Engine
 from tina.engine.stop_strings import streamable
+from tina.engine.types import THINK, Request, Result, resolve_visibility
 
 REASONING, CONTENT = "reasoning", "content"
 MAX_WINDOWS = 4  #: a batch waits at most this many windows for arrivals to pause
@@ -239,10 +240,8 @@ class Batcher:
 
     def _decode(self, batch: list[Ticket]) -> None:
         engine = self.engine
-        default_visible = engine.config.visible_cot
         visible = [
-            default_visible if t.request.visible_cot is None else t.request.visible_cot
-            for t in batch
+            resolve_visibility(t.request.visible_cot, engine.config.visible_cot) for t in batch
         ]
         streams = {
             i: TextDeltas(engine.tokenizer, visible[i], t.request.stop)

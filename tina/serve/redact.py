@@ -1,30 +1,19 @@
 """PII redaction for logs: the one function every log writer passes its text through.
 
 What it covers (`redact`), in this order, so a longer shape is not cut up by a shorter rule:
+emails → `[EMAIL]`; card numbers in 4-4-4-4(-3) or 4-6-5 / 4-6-4 digit groups (one separator, a
+space or `-`) → `[CARD]`; US social security numbers (3-2-4 digit groups) → `[SSN]`;
+phone-number shapes (an optional `+country code`, an area code, one to three more digit groups,
+7 digits or more in all; or `+` and 7-15 digits) → `[PHONE]`; runs of 6 or more digits →
+`[NUMBER]`. Short numbers (`1020`, `Add 37 and 45`, dates, times) are left alone,
+so logs of the arithmetic tasks stay readable; `redact` is idempotent. `redact_record` applies
+it to every string inside a JSON-like value (dict keys untouched). Callers redact a copy, never
+what the model is fed or what the user is shown.
 
-1. **emails** → `[EMAIL]`: `local@domain.tld` (letters, digits and `._%+-` before the `@`, a
-   dotted domain ending in a 2+ letter top-level domain);
-2. **phone-number shapes** → `[PHONE]`: an optional `+country code`, an area code (bare or in
-   parentheses), then one to three more digit groups separated by a space, `.` or `-`, the last
-   of 3-4 digits, and 7 digits or more in all: `+1 (555) 123-4567`, `555-123-4567`,
-   `+44 20 7946 0958`, `(555) 123 4567`, `555.123.4567`; and `+` followed by 7-15 digits
-   (`+15551234567`);
-3. **runs of 6 or more digits** → `[NUMBER]` (account, card, ID and unformatted phone numbers).
-
-Short numbers are left alone, so logs of the arithmetic tasks stay readable: `1020`, `82`,
-`r1020`, `Add 37 and 45`, 5-digit numbers, dates such as `2026-11-22` and times such as `12:30`.
-The replacements hold no digit or `@`, so `redact` is idempotent.
-
-What it does not cover: names, postal addresses, IDs with letters between short digit groups
-(`AB12-345`), numbers of fewer than 6 digits, digit groups split by commas (`1,234,567`), phone
-numbers written with other separators (`555/123/4567`) or in 2-digit groups only
-(`06 12 34 56 78`) unless a run of 6+ digits remains. Digit groups that merely look like a
-phone number (`1234 5678`, a card number in 4-digit groups) come out as `[PHONE]`: the rule
-errs on the side of hiding.
-
-`redact_record` applies `redact` to every string inside a JSON-like value (dict keys untouched).
-Redaction changes only what is written to a log: callers redact a copy, never what the model
-is fed or what the user is shown.
+What it does not cover: names, postal addresses, IDs with letters between short digit groups,
+numbers of fewer than 6 digits, comma-grouped digits, phones with other separators or in 2-digit
+groups only; digit groups that merely look like a phone number come out as `[PHONE]` (it errs
+on the side of hiding). Every rule and example: docs/serving.md.
 """
 
 from __future__ import annotations
@@ -46,11 +35,21 @@ PHONE_RE = re.compile(
     r")"
     r"(?![\w])"
 )
+CARD_RE = re.compile(
+    r"(?<![\w+.-])"
+    r"(?:"
+    r"[0-9]{4}(?P<sep>[ -])[0-9]{4}(?P=sep)[0-9]{4}(?P=sep)[0-9]{4}(?:(?P=sep)[0-9]{3})?"
+    r"|[0-9]{4}(?P<amex>[ -])[0-9]{6}(?P=amex)[0-9]{4,5}"  # American Express, Diners
+    r")"
+    r"(?![\w]|[.-][0-9])"
+)
+SSN_RE = re.compile(r"(?<![\w+.-])[0-9]{3}(?P<sep>[ -])[0-9]{2}(?P=sep)[0-9]{4}(?![\w]|[.-][0-9])")
 DIGITS_RE = re.compile(r"[0-9]{6,}")
 
 PHONE_MIN_DIGITS = 7  #: fewer digits than this in a phone shape is not a phone number
 
-EMAIL_TOKEN, PHONE_TOKEN, NUMBER_TOKEN = "[EMAIL]", "[PHONE]", "[NUMBER]"
+EMAIL_TOKEN, CARD_TOKEN, SSN_TOKEN = "[EMAIL]", "[CARD]", "[SSN]"
+PHONE_TOKEN, NUMBER_TOKEN = "[PHONE]", "[NUMBER]"
 
 
 def _phone(match: re.Match[str]) -> str:
@@ -60,8 +59,11 @@ def _phone(match: re.Match[str]) -> str:
 
 
 def redact(text: str) -> str:
-    """`text` with emails, phone-number shapes and runs of 6+ digits replaced (module docstring)."""
+    """`text` with emails, card numbers, SSNs, phone-number shapes and runs of 6+ digits
+    replaced, each by its own label (module docstring)."""
     text = EMAIL_RE.sub(EMAIL_TOKEN, text)
+    text = CARD_RE.sub(CARD_TOKEN, text)
+    text = SSN_RE.sub(SSN_TOKEN, text)
     text = PHONE_RE.sub(_phone, text)
     return DIGITS_RE.sub(NUMBER_TOKEN, text)
 

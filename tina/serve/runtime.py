@@ -16,7 +16,8 @@ from typing import Any
 from tina.core.calibration import CALIBRATION_FILE, load_calibration
 from tina.core.introspection import CONFIG_NAME, load_introspective_model
 from tina.core.models import embedded_model_dir
-from tina.engine.loop import Engine, EngineConfig, Request
+from tina.engine.loop import Engine
+from tina.engine.types import EngineConfig, Request
 from tina.serve.service_config import ServiceConfig, load_service_config
 
 SHIPPED_INTROSPECTION = "introspection"  #: the embedded model's subdirectory of shipped parts

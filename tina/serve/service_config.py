@@ -1,22 +1,17 @@
 """The service configuration: one dataclass, one JSON file, one loader for serve, eval, training.
 
-What it does:
-- `ServiceConfig` (with nested `Limits`, `AuthConfig`, `ModelRef`): stop sequences, default
-  visibility of the chain of thought (hidden), think-budget slack, calibration file, host/port,
-  request limits, authentication and which model to load. Each dataclass checks its values in
-  `__post_init__` and raises a `ConfigError` listing every bad field;
-- the shipped default, `tina/config/service_config.json` (the repository's `config/` is a link
-  to `tina/config/`), read through importlib.resources (`shipped_service_config_path`);
-- `load_service_config(path=None)`: the one loader. It reads strict JSON (no NaN/Infinity, no
-  duplicate keys), validates it against `tina/schemas/service_config.schema.json` (draft
-  2020-12; unknown keys are errors), then builds the dataclass; any failure is a `ConfigError`
-  whose message lists every problem as `file: field: message`;
-- shared helpers for the other config files: `Problem`, `schema_validator(name)` for the
-  schemas shipped in `tina/schemas/`, `schema_problems`, `read_json_file`.
+What it does: `ServiceConfig` (with nested `Limits`, `AuthConfig`, `ModelRef`): stop sequences,
+default visibility of the chain of thought (hidden), think-budget slack, calibration file,
+host/port, request limits, authentication and which model to load, each dataclass checking its
+values in `__post_init__` (a `ConfigError` listing every bad field); the shipped default,
+`tina/config/service_config.json` (`shipped_service_config_path`; the repository's `config/`
+links to it); `load_service_config(path=None)`: strict JSON, validated against
+`tina/schemas/service_config.schema.json` (unknown keys are errors), then the dataclass; any
+failure is a `ConfigError` listing every problem as `file: field: message`.
 
-What it does not do: cross-file checks (tokenizer tags, id coherence, adapters: see
-`tina.validate`), nor read the API keys' values at load time (`AuthConfig.api_keys()` reads the
-named environment variable when called).
+What it does not do: the checks shared by every config file (`tina.core.checks`), cross-file
+checks (tokenizer tags, id coherence, adapters: see `tina.validate`), nor read the API keys'
+values at load time (`AuthConfig.api_keys()` reads the named environment variable when called).
 """
 
 from __future__ import annotations

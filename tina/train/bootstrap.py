@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +26,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
+from tina.core.atomic import atomic_directory
 from tina.core.tags import ANSWER_CLOSE, THINK_OPEN, tag_ids
 from tina.core.tokenizer import train_byte_tokenizer
 from tina.data.tasks import TASKS, task_seed
@@ -152,36 +150,21 @@ def _lr_factor(step: int, config: BootstrapConfig) -> float:
 
 
 def save_model_dir(model: Any, tokenizer: Any, out: Path, extra: dict[str, Any]) -> None:
-    """Write the HF model directory atomically: into a temp dir beside `out`, then rename."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        answer_close = tokenizer.convert_tokens_to_ids(ANSWER_CLOSE)
-        model.generation_config = GenerationConfig(
-            bos_token_id=tokenizer.eos_token_id,
-            eos_token_id=[tokenizer.eos_token_id, answer_close],
-            pad_token_id=tokenizer.pad_token_id,
-            do_sample=False,
-            max_new_tokens=256,
-        )
+    """Write the HF model directory as a whole (`tina.core.atomic.atomic_directory`): a reader
+    of `out` sees the old model or the new one, never a mix."""
+    answer_close = tokenizer.convert_tokens_to_ids(ANSWER_CLOSE)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=[tokenizer.eos_token_id, answer_close],
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+        max_new_tokens=256,
+    )
+    with atomic_directory(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         for name, payload in extra.items():
             (tmp / name).write_text(json.dumps(payload, indent=2) + "\n")
-        tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shared
-        for path in tmp.iterdir():
-            path.chmod(0o644)
-        if out.exists():
-            backup = out.with_name(out.name + ".old")
-            shutil.rmtree(backup, ignore_errors=True)
-            os.replace(out, backup)
-            os.replace(tmp, out)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def bootstrap(config: BootstrapConfig, out: Path, log: Any = print) -> dict[str, Any]:

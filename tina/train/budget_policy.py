@@ -42,7 +42,8 @@ import torch
 from torch import nn
 
 from tina.core.metacog_heads import record_taps
-from tina.engine.loop import Engine, Request
+from tina.engine.loop import Engine
+from tina.engine.types import Request
 from tina.eval.metrics import budget_reward
 from tina.eval.sweep import EvalItem, score_item
 

@@ -1,11 +1,12 @@
-"""The train config: `TrainConfig` and its phases, read from `train_config.yaml` by
-`load_train_config`, which reports every bad key or value with its dotted path (file: key:
-problem) before anything trains.
+"""The train config: `TrainConfig`, its phases and the hybrid schedule, read from
+`train_config.yaml` by `load_train_config`, which reports every bad key or value at once, each a
+`tina.core.checks.Problem` (`file: dotted.field: message`), before anything trains.
 
 What it does: the dataclasses and their documented fields, the checks (keys, types, ranges,
-loss names, trainable groups, the on-policy and self-play blocks, the introspection section),
-and `read_config_yaml` (train and recipe configs are read there).
-What it does not do: train (`tina.train.trainer`), or check the data files (the trainer reads them).
+loss names, trainable groups, the on-policy and self-play blocks, the introspection section;
+the value checks of `tina.core.checks`, where a bool is never a number), and `read_config_yaml`
+(train and recipe configs are read there).
+What it does not do: train (`tina.training`), or read the data files (`tina.train.data`).
 """
 
 from __future__ import annotations
@@ -16,17 +17,44 @@ from typing import Any
 
 import yaml
 
+from tina.core.checks import (
+    FILE_FIELD,
+    ROOT_FIELD,
+    ConfigError,
+    Problem,
+    bool_problem,
+    int_problem,
+    number_problem,
+    raise_if,
+    str_problem,
+)
 from tina.core.introspection import IntrospectionConfig
 from tina.train.losses import LOSS_NAMES
 from tina.train.on_policy import OnPolicyConfig
+from tina.train.selfplay_config import SelfPlayConfig, positive_number_problem
 
 GROUPS = ("heads", "adapters", "base_top")  #: the trainable parameter groups
 ENGINE_KEYS = ("budget_cap", "max_answer_tokens")  #: on_policy keys that go to the engine
 TRAIN_MODES = ("supervised", "self_play", "hybrid")  #: `TrainConfig.mode`
 
 
-class TrainConfigError(ValueError):
-    """A train config with bad keys or values; the message lists every one."""
+class TrainConfigError(ConfigError):
+    """A train config's problems, all at once: a `ConfigError` whose problems name the file and
+    the dotted field (`phases[0].until_step`)."""
+
+
+@dataclass
+class HybridScheduleConfig:
+    """`hybrid` mode's schedule (`hybrid_schedule:`): self-play rounds between supervised steps."""
+
+    supervised_steps: int = 100  #: supervised steps between two self-play rounds
+    self_play_iters: int = 10  #: self-play iterations of a round
+
+    def __post_init__(self) -> None:
+        raise_if(
+            "HybridScheduleConfig",
+            [(f.name, int_problem(getattr(self, f.name), 1)) for f in fields(self)],
+        )
 
 
 @dataclass
@@ -91,172 +119,195 @@ class TrainConfig:
     #: …)
     self_play: dict[str, Any] = field(default_factory=dict)
     #: hybrid mode: after every `supervised_steps` steps, run `self_play_iters` iterations
-    hybrid_schedule: dict[str, int] = field(
-        default_factory=lambda: {"supervised_steps": 100, "self_play_iters": 10}
-    )
+    hybrid_schedule: HybridScheduleConfig = field(default_factory=HybridScheduleConfig)
 
 
-def _problems(raw: Any) -> list[str]:
-    problems: list[str] = []
+Found = list[tuple[str, str | None]]  # (dotted field, problem or None)
+
+#: integer fields and their lowest value
+_INTS = {
+    "steps": 1,
+    "batch_size": 1,
+    "save_every": 1,
+    "log_every": 1,
+    "max_length": 1,
+    "eval_every": 0,
+    "warmup_steps": 0,
+    "seed": 0,
+}
+_NUMBERS = {"grad_clip": 0, "weight_decay": 0}  #: number fields and their lowest value
+_BOOLS = ("strict_data", "tensorboard")
+_MODEL_KEYS = ("models_root", "base", "adapter", "subfolder")
+
+
+def _problems(raw: Any) -> Found:
+    """Every problem of a train config mapping, as (dotted field, message)."""
     if not isinstance(raw, dict):
-        return ["(top level): expected a mapping"]
+        return [(ROOT_FIELD, f"expected a mapping, got {type(raw).__name__}")]
     known = {f.name for f in fields(TrainConfig)}
-    problems += [f"{k}: unknown key" for k in raw if k not in known]
-    for key in ("steps", "batch_size", "save_every", "log_every", "max_length"):
-        if key in raw and (
-            not isinstance(raw[key], int) or isinstance(raw[key], bool) or raw[key] < 1
-        ):
-            problems.append(f"{key}: expected a positive integer, got {raw[key]!r}")
-    for key in ("eval_every", "warmup_steps", "seed"):
-        if key in raw and (not isinstance(raw[key], int) or raw[key] < 0):
-            problems.append(f"{key}: expected an integer >= 0, got {raw[key]!r}")
-    if "tensorboard" in raw and not isinstance(raw["tensorboard"], bool):
-        problems.append(f"tensorboard: expected true or false, got {raw['tensorboard']!r}")
-    for key in ("grad_clip", "weight_decay"):
-        if key in raw and (not isinstance(raw[key], (int, float)) or raw[key] < 0):
-            problems.append(f"{key}: expected a number >= 0, got {raw[key]!r}")
-    if "lr" in raw:
-        if not isinstance(raw["lr"], dict):
-            problems.append("lr: expected a mapping of group -> learning rate")
-        else:
-            problems += [
-                f"lr.{k}: unknown group (expected one of {GROUPS})"
-                for k in raw["lr"]
-                if k not in GROUPS
-            ]
-            problems += [
-                f"lr.{k}: expected a positive number, got {v!r}"
-                for k, v in raw["lr"].items()
-                if not isinstance(v, (int, float)) or v <= 0
-            ]
-    weights = [("loss_weights", raw.get("loss_weights", {}))]
-    for i, phase in enumerate(raw.get("phases", []) or []):
-        where = f"phases[{i}]"
-        if not isinstance(phase, dict):
-            problems.append(f"{where}: expected a mapping")
-            continue
-        pknown = {f.name for f in fields(PhaseConfig)}
-        problems += [f"{where}.{k}: unknown key" for k in phase if k not in pknown]
-        if not isinstance(phase.get("until_step"), int) or phase["until_step"] < 1:
-            problems.append(
-                f"{where}.until_step: expected a positive integer, got {phase.get('until_step')!r}"
-            )
-        problems += [
-            f"{where}.train: unknown group {g!r}" for g in phase.get("train", []) if g not in GROUPS
-        ]
-        weights.append((f"{where}.loss_weights", phase.get("loss_weights", {})))
-        problems += _on_policy_problems(f"{where}.on_policy", phase.get("on_policy"))
-        if phase.get("unfreeze_top_k") is not None and (
-            not isinstance(phase["unfreeze_top_k"], int) or phase["unfreeze_top_k"] < 0
-        ):
-            problems.append(
-                f"{where}.unfreeze_top_k: expected an integer >= 0, got {phase['unfreeze_top_k']!r}"
-            )
-        threshold = phase.get("prune_gates_below")
-        if threshold is not None and (
-            not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or threshold < 0
-        ):
-            problems.append(f"{where}.prune_gates_below: expected a number >= 0, got {threshold!r}")
-        if not isinstance(phase.get("calibrate", False), bool):
-            problems.append(f"{where}.calibrate: expected true or false")
-        if phase.get("calibrate") and not raw.get("eval_data"):
-            problems.append(f"{where}.calibrate: needs eval_data (the items to calibrate on)")
-    for where, mapping in weights:
-        if not isinstance(mapping, dict):
-            problems.append(f"{where}: expected a mapping")
-            continue
-        problems += [
-            f"{where}.{k}: unknown loss (expected one of {LOSS_NAMES})"
-            for k in mapping
-            if k not in LOSS_NAMES
-        ]
-        problems += [
-            f"{where}.{k}: expected a number >= 0, got {v!r}"
-            for k, v in mapping.items()
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0
-        ]
-    problems += _self_play_problems(raw)
+    found: Found = [(str(k), "unknown key") for k in raw if k not in known]
+    found += [(k, int_problem(raw[k], low)) for k, low in _INTS.items() if k in raw]
+    found += [(k, number_problem(raw[k], low)) for k, low in _NUMBERS.items() if k in raw]
+    found += [(k, bool_problem(raw[k])) for k in _BOOLS if k in raw]
+    if "output_dir" in raw:
+        found.append(("output_dir", str_problem(raw["output_dir"])))
+    if "eval_data" in raw:
+        found.append(("eval_data", str_problem(raw["eval_data"], optional=True)))
+    if raw.get("train_data") not in (None, ""):  # none given: `tina train` names it (or --data)
+        found.append(("train_data", str_problem(raw["train_data"])))
+    if raw.get("mode", TRAIN_MODES[0]) not in TRAIN_MODES:
+        found.append(("mode", f"expected one of {TRAIN_MODES}, got {raw['mode']!r}"))
+    found += _model_problems(raw.get("model") or {})
+    found += _lr_problems(raw.get("lr", {}))
+    found += _weight_problems("loss_weights", raw.get("loss_weights", {}))
+    found += _phase_problems(raw.get("phases", []) or [], bool(raw.get("eval_data")))
+    found += _block_problems(raw)
     if "introspection" in raw:
         try:
             IntrospectionConfig.from_dict(raw["introspection"] or {})
         except (TypeError, ValueError) as exc:
-            problems.append(f"introspection: {exc}")
-    return problems
+            found.append(("introspection", str(exc)))
+    return found
 
 
-def _self_play_problems(raw: dict[str, Any]) -> list[str]:
-    """`mode`, the `self_play` block (keys and values of `SelfPlayConfig`), `hybrid_schedule`."""
-    from tina.train.selfplay_config import SelfPlayConfig, SelfPlayConfigError
-
-    problems = []
-    if raw.get("mode", "supervised") not in TRAIN_MODES:
-        problems.append(f"mode: expected one of {TRAIN_MODES}, got {raw['mode']!r}")
-    block = raw.get("self_play") or {}
-    if not isinstance(block, dict):
-        problems.append("self_play: expected a mapping")
-    else:
-        try:
-            SelfPlayConfig.from_dict(block)
-        except SelfPlayConfigError as exc:
-            problems += [f"self_play.{p}" for p in exc.problems]
-    schedule = raw.get("hybrid_schedule") or {}
-    if not isinstance(schedule, dict):
-        problems.append("hybrid_schedule: expected a mapping")
-    else:
-        for k, v in schedule.items():
-            if k not in ("supervised_steps", "self_play_iters"):
-                problems.append(f"hybrid_schedule.{k}: unknown key")
-            elif not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                problems.append(f"hybrid_schedule.{k}: expected a positive integer, got {v!r}")
-    return problems
+def _model_problems(model: Any) -> Found:
+    if not isinstance(model, dict):
+        return [("model", f"expected a mapping of {_MODEL_KEYS}, got {model!r}")]
+    found: Found = [(f"model.{k}", "unknown key") for k in model if k not in _MODEL_KEYS]
+    found += [(f"model.{k}", str_problem(v, optional=True)) for k, v in model.items()]
+    return found
 
 
-def _on_policy_problems(where: str, value: Any) -> list[str]:
+def _lr_problems(lr: Any) -> Found:
+    if not isinstance(lr, dict):
+        return [("lr", "expected a mapping of group -> learning rate")]
+    found: Found = [
+        (f"lr.{k}", f"unknown group (expected one of {GROUPS})") for k in lr if k not in GROUPS
+    ]
+    found += [(f"lr.{k}", positive_number_problem(v)) for k, v in lr.items()]
+    return found
+
+
+def _weight_problems(where: str, weights: Any) -> Found:
+    if not isinstance(weights, dict):
+        return [(where, "expected a mapping of loss name -> weight")]
+    found: Found = [
+        (f"{where}.{k}", f"unknown loss (expected one of {LOSS_NAMES})")
+        for k in weights
+        if k not in LOSS_NAMES
+    ]
+    found += [(f"{where}.{k}", number_problem(v, 0)) for k, v in weights.items()]
+    return found
+
+
+def _phase_problems(phases: Any, has_eval_data: bool) -> Found:
+    if not isinstance(phases, list):
+        return [("phases", "expected a list of phases")]
+    found: Found = []
+    known = {f.name for f in fields(PhaseConfig)}
+    for i, phase in enumerate(phases):
+        where = f"phases[{i}]"
+        if not isinstance(phase, dict):
+            found.append((where, "expected a mapping"))
+            continue
+        found += [(f"{where}.{k}", "unknown key") for k in phase if k not in known]
+        found.append((f"{where}.name", str_problem(phase.get("name"))))
+        found.append((f"{where}.until_step", int_problem(phase.get("until_step"), 1)))
+        train = phase.get("train", [])
+        if not isinstance(train, list):
+            found.append((f"{where}.train", f"expected a list of groups among {GROUPS}"))
+        else:
+            found += [(f"{where}.train", f"unknown group {g!r}") for g in train if g not in GROUPS]
+        if "unfreeze_top_k" in phase:
+            found.append((f"{where}.unfreeze_top_k", int_problem(phase["unfreeze_top_k"], 0)))
+        if phase.get("prune_gates_below") is not None:
+            found.append(
+                (f"{where}.prune_gates_below", number_problem(phase["prune_gates_below"], 0))
+            )
+        if "calibrate" in phase:
+            found.append((f"{where}.calibrate", bool_problem(phase["calibrate"])))
+        if phase.get("calibrate") is True and not has_eval_data:
+            found.append((f"{where}.calibrate", "needs eval_data (the items to calibrate on)"))
+        found += _weight_problems(f"{where}.loss_weights", phase.get("loss_weights", {}))
+        found += _on_policy_problems(f"{where}.on_policy", phase.get("on_policy"))
+    return found
+
+
+def _on_policy_problems(where: str, value: Any) -> Found:
     if value is None:
         return []
     if not isinstance(value, dict):
-        return [f"{where}: expected a mapping (or null)"]
+        return [(where, "expected a mapping (or null)")]
     known = {f.name for f in fields(OnPolicyConfig)} | set(ENGINE_KEYS)
-    problems = [
-        f"{where}.{k}: unknown key (expected one of {sorted(known)})"
+    found: Found = [
+        (f"{where}.{k}", f"unknown key (expected one of {sorted(known)})")
         for k in value
         if k not in known
     ]
-    for key in ("temperature", "slack_ratio"):
-        v = value.get(key)
-        if v is not None and (not isinstance(v, (int, float)) or v < 0):
-            problems.append(f"{where}.{key}: expected a number >= 0, got {v!r}")
-    top_p = value.get("top_p")
-    if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
-        problems.append(f"{where}.top_p: expected a number in (0, 1], got {top_p!r}")
-    for key in ("budget", *ENGINE_KEYS):
-        v = value.get(key)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-            problems.append(f"{where}.{key}: expected an integer >= 0, got {v!r}")
-    return problems
+    given = {k: v for k, v in value.items() if v is not None}
+    found += [
+        (f"{where}.{k}", number_problem(given[k], 0))
+        for k in ("temperature", "slack_ratio")
+        if k in given
+    ]
+    if "top_p" in given:
+        found.append((f"{where}.top_p", positive_number_problem(given["top_p"], 1)))
+    found += [
+        (f"{where}.{k}", int_problem(given[k], 0)) for k in ("budget", *ENGINE_KEYS) if k in given
+    ]
+    return found
+
+
+def _block_problems(raw: dict[str, Any]) -> Found:
+    """The `self_play` block (`SelfPlayConfig`) and `hybrid_schedule` (`HybridScheduleConfig`),
+    each checked by its dataclass, its problems filed under the block's key."""
+    found: Found = []
+    for key, cls in (("self_play", SelfPlayConfig), ("hybrid_schedule", HybridScheduleConfig)):
+        block = raw.get(key) or {}
+        if not isinstance(block, dict):
+            found.append((key, "expected a mapping"))
+            continue
+        names = {f.name for f in fields(cls)}
+        found += [(f"{key}.{k}", "unknown key") for k in block if k not in names]
+        try:
+            cls(**{k: v for k, v in block.items() if k in names})
+        except ConfigError as exc:  # SelfPlayConfigError is one
+            found += [(f"{key}.{p.field}", p.message) for p in exc.problems]
+    return found
 
 
 def read_config_yaml(path: str | Path) -> Any:
-    """The YAML document in `path` (empty: {}); TrainConfigError naming the file when it is
-    missing or not YAML. Train and recipe configs are read here."""
+    """The YAML document in `path` (empty: {}); a `ConfigError` naming the file (field
+    `(file)`) when it is missing, unreadable or not YAML. Train and recipe configs are read
+    here."""
     try:
-        return yaml.safe_load(Path(path).read_text()) or {}
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
-        raise TrainConfigError(f"{path}: file not found") from None
+        message = "file not found"
+    except (OSError, UnicodeDecodeError) as exc:
+        message = f"cannot read: {exc}"
     except yaml.YAMLError as exc:
-        raise TrainConfigError(f"{path}: invalid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = "" if mark is None else f" at line {mark.line + 1} column {mark.column + 1}"
+        message = f"invalid YAML: {getattr(exc, 'problem', None) or exc}{where}"
+    raise ConfigError([Problem(str(path), FILE_FIELD, message)])
 
 
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """The train config in a YAML file (plus `overrides`); every problem reported at once."""
-    raw = read_config_yaml(path)
+    """The train config in a YAML file (plus `overrides`, e.g. the command line's); a
+    `TrainConfigError` listing every problem, each naming the file and the field."""
+    try:
+        raw = read_config_yaml(path)
+    except ConfigError as exc:
+        raise TrainConfigError(exc.problems) from None
     if isinstance(raw, dict):
         raw.update(overrides or {})
-    problems = _problems(raw)
+    problems = [Problem(str(path), name, message) for name, message in _problems(raw) if message]
     if problems:
-        raise TrainConfigError("\n".join(f"{path}: {p}" for p in problems))
+        raise TrainConfigError(problems)
     phases = [PhaseConfig(**p) for p in raw.pop("phases", [])] or [
         PhaseConfig(name="A", until_step=10**9)
     ]
     lr = {**TrainConfig().lr, **raw.pop("lr", {})}
-    return TrainConfig(**raw, phases=phases, lr=lr)
+    schedule = HybridScheduleConfig(**(raw.pop("hybrid_schedule", None) or {}))
+    return TrainConfig(**raw, phases=phases, lr=lr, hybrid_schedule=schedule)

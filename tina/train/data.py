@@ -2,11 +2,11 @@
 
 What it does:
 - `load_examples` reads a contract file (`tina.data.contract.read_contract_jsonl`, strict by
-default)
-  and tokenizes every record with `tina.core.tags.segment_and_masks` (the one place that knows
-  where think and answer are), keeping the head targets: plan class index, budget target
+  default) and tokenizes every record with `tina.core.tags.segment_and_masks` (the one place that
+  knows where think and answer are), keeping the head targets: plan class index, budget target
   (`think_tokens_used` when present — the on-policy measurement — else `target_budget`),
-  correctness, constraint vector, and the `rewrite_pair_id`;
+  correctness, constraint vector, and the `rewrite_pair_id`; a file that is missing, breaks the
+  contract (strict) or holds no record is a `TrainDataError` naming it;
 - `batch_order` groups examples into batches, keeping paraphrase pairs (records sharing a
   `rewrite_pair_id`) in the same batch and next to each other, seeded;
 - `collate` right-pads a batch into tensors: `input_ids`, `attention_mask`, `labels` (-100
@@ -35,7 +35,12 @@ import torch
 
 from tina.core.plans import plan_index
 from tina.core.tags import segment_and_masks
-from tina.data.contract import read_contract_jsonl
+from tina.data.contract import ContractError, read_contract_jsonl
+
+
+class TrainDataError(ValueError):
+    """A training data file that cannot be trained on (missing, a bad record, no records);
+    `str()` is one line naming the file."""
 
 
 @dataclass
@@ -97,15 +102,28 @@ def example_from_record(
 def load_examples(
     tokenizer: Any, path: str | Path, strict: bool = True, max_length: int | None = None
 ) -> list[Example]:
-    """Every record of a contract JSONL file as an `Example`."""
-    result = read_contract_jsonl(path, strict=strict)
+    """Every record of a contract JSONL file as an `Example`; a `TrainDataError` naming the file
+    when it is missing or unreadable, when a record is bad (`strict`; else bad ones are skipped),
+    or when no record is left to train on."""
+    try:
+        result = read_contract_jsonl(path, strict=strict)
+    except FileNotFoundError:
+        raise TrainDataError(f"{path}: file not found") from None
+    except ContractError as exc:  # already `file:line: rule: detail`
+        raise TrainDataError(str(exc)) from exc
+    except OSError as exc:
+        raise TrainDataError(f"{path}: cannot read: {exc.strerror or exc}") from None
     examples = []
     for line, record in zip(result.line_numbers, result.records, strict=True):
         try:
             examples.append(example_from_record(tokenizer, record, max_length))
         except ValueError as exc:
             if strict:
-                raise ValueError(f"{path}:{line}: {exc}") from None
+                raise TrainDataError(f"{path}:{line}: {exc}") from None
+    if not examples:
+        skipped = len(result.records) + sum(result.skipped.values())
+        why = f" ({skipped} bad records skipped)" if skipped else ""
+        raise TrainDataError(f"{path}: no records to train on{why}")
     return examples
 
 

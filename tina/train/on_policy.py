@@ -38,7 +38,8 @@ from tina.core.tags import (
     reasoning_structure_error,
 )
 from tina.data.tasks.scoring import score_record
-from tina.engine.loop import Engine, Request
+from tina.engine.loop import Engine
+from tina.engine.types import Request
 
 
 @dataclass

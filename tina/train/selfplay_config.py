@@ -2,7 +2,8 @@
 
 `SelfPlayConfig` is what the `self_play:` block of `train_config.yaml` holds (the trainer
 rejects unknown keys, naming them as `self_play.<key>`); `SelfPlayConfig.from_dict` builds it
-and `__post_init__` checks the values, every problem at once.
+and `__post_init__` checks the values, every problem at once, with `tina.core.checks` (a
+`SelfPlayConfigError` is a `ConfigError`; a bool is never a number).
 
 What it does not do: run anything (see `tina.selfplay.loop`).
 """
@@ -12,15 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from tina.core.checks import ConfigError, Problem, int_problem, is_number, number_problem
 from tina.data.tasks.code import CODE_TASK_MODES
 
+OWNER = "SelfPlayConfig"  #: the `file` of the problems of an in-memory config
 
-class SelfPlayConfigError(ValueError):
-    """Bad self-play settings; `problems` lists each as `field: message`."""
 
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
+class SelfPlayConfigError(ConfigError):
+    """Bad self-play settings: a `ConfigError` whose problems are `SelfPlayConfig: field:
+    message` (the trainer files them under `self_play.<field>` of its config file)."""
 
 
 @dataclass
@@ -66,58 +67,51 @@ class SelfPlayConfig:
         if problems:
             raise SelfPlayConfigError(problems)
 
-    def problems(self) -> list[str]:
-        """Every bad value, as `field: message`."""
-        out: list[str] = []
+    def problems(self) -> list[Problem]:
+        """Every bad value, as `SelfPlayConfig: field: message`."""
+        found: list[tuple[str, str | None]] = []
         positive = [
             "iterations", "buffer_size", "num_mc_rollouts", "solve_budget", "solve_answer_tokens",
             "propose_answer_tokens", "compose_max_statements", "eval_tasks", "induction_heldout",
         ]  # fmt: skip
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                out.append(f"{name}: expected a positive integer, got {value!r}")
+        found += [(name, int_problem(getattr(self, name), 1)) for name in positive]
         nonnegative = [
             "seed_tasks_per_mode", "num_propose", "num_solve", "num_references",
             "propose_budget", "eval_every", "seed",
         ]  # fmt: skip
-        for name in nonnegative:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                out.append(f"{name}: expected an integer >= 0, got {value!r}")
+        found += [(name, int_problem(getattr(self, name), 0)) for name in nonnegative]
         numbers = [
             "lambda_learnability", "lambda_solver", "lambda_format", "temperature", "kl_coef",
             "grad_clip", "guidance_boost", "tiny_budget",
         ]  # fmt: skip
-        for name in numbers:
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                out.append(f"{name}: expected a number >= 0, got {value!r}")
-        if not isinstance(self.lr, (int, float)) or self.lr <= 0:
-            out.append(f"lr: expected a positive number, got {self.lr!r}")
-        if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
-            out.append(f"top_p: expected a number in (0, 1], got {self.top_p!r}")
-        if not isinstance(self.low_confidence, (int, float)) or not 0 <= self.low_confidence <= 1:
-            out.append(f"low_confidence: expected a number in [0, 1], got {self.low_confidence!r}")
+        found += [(name, number_problem(getattr(self, name), 0)) for name in numbers]
+        found.append(("lr", positive_number_problem(self.lr)))
+        found.append(("top_p", positive_number_problem(self.top_p, 1)))
+        found.append(("low_confidence", number_problem(self.low_confidence, 0, 1)))
         if not isinstance(self.task_types, list) or not self.task_types:
-            out.append(f"task_types: expected a non-empty list of {CODE_TASK_MODES}")
+            found.append(("task_types", f"expected a non-empty list of {CODE_TASK_MODES}"))
         else:
-            out += [
-                f"task_types: unknown mode {m!r} (expected one of {CODE_TASK_MODES})"
+            found += [
+                ("task_types", f"unknown mode {m!r} (expected one of {CODE_TASK_MODES})")
                 for m in self.task_types
                 if m not in CODE_TASK_MODES
             ]
         if self.buffer_policy not in ("fifo", "reservoir"):
-            out.append(f"buffer_policy: expected 'fifo' or 'reservoir', got {self.buffer_policy!r}")
-        if self.num_propose + self.num_solve < 1:
-            out.append("num_propose/num_solve: at least one task per iteration is needed")
-        return out
+            found.append(
+                ("buffer_policy", f"expected 'fifo' or 'reservoir', got {self.buffer_policy!r}")
+            )
+        counts = (self.num_propose, self.num_solve)
+        if all(isinstance(n, int) for n in counts) and sum(counts) < 1:
+            found.append(
+                ("num_propose", "num_propose + num_solve must be >= 1 (tasks per iteration)")
+            )
+        return [Problem(OWNER, name, message) for name, message in found if message is not None]
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> SelfPlayConfig:
         """The config of a `self_play:` mapping; `SelfPlayConfigError` naming every unknown key
         or bad value."""
-        unknown = [f"{k}: unknown key" for k in sorted(set(payload) - field_names())]
+        unknown = [Problem(OWNER, k, "unknown key") for k in sorted(set(payload) - field_names())]
         try:
             config = cls(**{k: v for k, v in payload.items() if k in field_names()})
         except SelfPlayConfigError as exc:
@@ -125,6 +119,16 @@ class SelfPlayConfig:
         if unknown:
             raise SelfPlayConfigError(unknown)
         return config
+
+
+def positive_number_problem(value: Any, high: float | None = None) -> str | None:
+    """`number_problem` for a number that must be > 0 (a learning rate), and at most `high`
+    when given (a nucleus mass: (0, 1])."""
+    if not is_number(value) or value != value:
+        return number_problem(value, 0)
+    if value <= 0 or (high is not None and value > high):
+        return f"must be {'> 0' if high is None else f'in (0, {high}]'}, got {value}"
+    return None
 
 
 def field_names() -> set[str]:

@@ -1,19 +1,17 @@
 """Arithmetic tasks with digit-by-digit think traces: add, subtract, multiply.
 
 Each step handles one digit, least significant first, and carries the running partial result,
-so the final answer is a copy of the last partial (a format small models learn fast):
+so the final answer is a copy of the last partial:
 
     Add 71 and 949
     <think>1+9+0=10 r0;7+4+1=12 r20;0+9+1=10 r1020;</think><answer>1020</answer>
 
-- `add`: n-digit + n-digit (difficulty n); 1-digit sums need no thinking (plan `direct`).
-- `sub`: a - b with a >= b, a has n digits (difficulty n); borrows `b1`, partials keep their
-  leading zeros, the answer drops them. 1-digit differences need no thinking.
-- `mul`: n-digit × 1-digit (difficulty n); each step writes the product, then adds the carry:
-  `4*7=28+2=30 r08;`.
+- `add`, `sub` (a ≥ b; borrows `b1`): n digits, difficulty n; 1-digit ones need no thinking.
+- `mul`: n-digit × 1-digit (difficulty n): `4*7=28+2=30 r08;`.
 - `mul2`: n-digit × 2-digit (difficulty n + 2): two partial products, then their sum.
 
-What it does not do: scoring (see `tina.data.tasks.scoring`) or contract checks.
+What it does not do: scoring (see `tina.data.tasks.scoring`) or contract checks. The traces in
+detail: docs/data.md.
 """
 
 from __future__ import annotations

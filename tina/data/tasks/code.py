@@ -1,17 +1,14 @@
 """Code-reasoning tasks on tiny integer Python programs, in the three modes of self-play.
 
-- `code_deduction`: program + input → output. The trace executes one statement per step:
-  `x=4;x=4+3=7;x=7*2=14;`. Difficulty = number of statements (1–4).
-- `code_abduction`: program + output → an input. Programs use invertible steps (`+ - *`); the
-  trace undoes them from the output back to an input, then checks it: `x=14;x=14//2=7;x=7-3=4;
-  check f(4)=14;`. Any input that gives the output is correct. Difficulty = statements.
-- `code_induction`: input/output pairs → program (`f(x) = x*a + b`). The trace reads the slope
-  from two neighbouring inputs and the offset from one pair, then checks a third; two more pairs
-  are held out for scoring. Difficulty 1 when a == 1, else 2.
+- `code_deduction`: program + input → output, one statement per step (`x=4;x=4+3=7;`).
+- `code_abduction`: program + output → an input: invertible steps undone from the output, then
+  checked (`check f(4)=14;`); any input that gives the output is correct.
+- `code_induction`: input/output pairs → program (`f(x) = x*a + b`); two more pairs are held out
+  for scoring.
 
 Programs are rendered as ordinary Python (`def f(x):`, two-space indent) and always run under
-`tina.data.tasks.minipy`, never `exec`. Values stay in [0, 99] and moduli are 2, 5 or 10, so each
-step is small arithmetic.
+`tina.data.tasks.minipy`, never `exec`; values stay in [0, 99]. Difficulties and traces in
+detail: docs/data.md.
 
 What it does not do: score answers (see `tina.data.tasks.scoring`) or sandbox arbitrary code.
 """
