@@ -15,7 +15,6 @@ anything that `tina.serve.redact` does not cover (names, addresses…).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -30,20 +29,6 @@ from tina.serve.redact import redact_record
 
 DEFAULT_JSONL_OUT = "logs/obs.jsonl"
 DEFAULT_BATCH_SIZE = 8
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def parse_bool(text: str) -> bool:
-    """`true/false` (also `1/0`, `yes/no`, `on/off`, any case) as a bool, for flags such as
-    `--visible-cot false`; anything else is an argparse error."""
-    value = text.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def observation_record(
