@@ -112,8 +112,9 @@ def tiny_fresh():
 
 
 class GatedEngine:
-    """The engine behind a gate: `generate` waits for the gate (open unless a test closes it),
-    so a test can hold a batch while others queue up; with `fail`, it raises instead."""
+    """The engine behind a gate: `generate` and each decode `step` wait for the gate (open
+    unless a test closes it), so a test can hold a running batch while others queue up; with
+    `fail`, they raise instead."""
 
     def __init__(self, engine) -> None:
         self.engine = engine
@@ -130,6 +131,13 @@ class GatedEngine:
         if self.fail:
             raise RuntimeError("engine failure for the test")
         return self.engine.generate(requests, on_token=on_token)
+
+    def step(self, batch, on_token=None):
+        if not self.gate.wait(timeout=60):
+            raise TimeoutError("the test never opened the gate")
+        if self.fail:
+            raise RuntimeError("engine failure for the test")
+        return self.engine.step(batch, on_token)
 
 
 def wait_until(condition, what: str, timeout: float = 30.0) -> None:

@@ -59,3 +59,11 @@ def test_answers_held_out_problems(embedded, task, difficulty, at_least):
     assert sum(scores) >= at_least, [
         (r["meta"]["question"], c.answer) for c, r in zip(results, items, strict=True)
     ]
+
+
+def test_the_shipped_chat_template_is_the_one_bootstrap_writes():
+    from tina.core.models import embedded_model_dir
+    from tina.core.tokenizer import CHAT_TEMPLATE
+
+    shipped = (embedded_model_dir() / "chat_template.jinja").read_text(encoding="utf-8")
+    assert shipped == CHAT_TEMPLATE

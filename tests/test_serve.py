@@ -337,7 +337,7 @@ MALFORMED = [
     ("max-tokens-zero", _body(max_tokens=0), 400, "invalid_value"),
     ("stream-string", _body(stream="yes"), 400, "invalid_value"),
     ("thinking-negative", _body(max_thinking_tokens=-1), 400, "invalid_value"),
-    ("n-two", _body(n=2), 400, None),
+    ("n-two", _body(n=2), 400, "unsupported_value"),
     ("unknown-model", _body(model="gpt-4o"), 404, "model_not_found"),
 ]
 

@@ -3,7 +3,8 @@
 What it does: loads the engine (`tina.serve.runtime.load_engine`), sends each question through it,
 streams the answer as it is produced (and the thinking too with `--visible-cot`), and prints
 only the answer unless thinking is visible; `--json` prints one JSON object with the answer and
-the telemetry instead.
+the telemetry instead. `--effort none|low|medium|high` scales the heads' think budget
+(`tina.engine.controller.EFFORT_SCALES`, as the server's `reasoning_effort`).
 
 What it does not do: keep a conversation history (each question stands alone, as the embedded
 model was trained) or decide anything itself (the engine does).

@@ -491,6 +491,7 @@ EXTRA_OF_MODULE = {
     "starlette": "serve",
     "pydantic": "serve",
     "uvicorn": "serve",
+    "prometheus_client": "serve",
     "textual": "tui",
     "matplotlib": "plots",
     "tensorboard": "tensorboard",

@@ -3,7 +3,8 @@
 What it does: locates the embedded model shipped inside the package, loads a causal LM and its
 tokenizer from a directory (offline, on CPU by default, in eval mode), and makes sure every
 reasoning tag is one token id (`tina.core.tags.ensure_reasoning_tokens`, resizing embeddings if tags
-had to be added).
+had to be added); renders a question or a whole conversation through the chat template, ending
+with `<think>` (`render_prompt`, `render_messages`).
 
 What it does not do: PEFT adapters or introspection parts (the introspection loader builds on
 this), nor downloads — a path that is not a local directory is an error.
@@ -11,6 +12,7 @@ this), nor downloads — a path that is not a local directory is an error.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from tina.core.tags import THINK_OPEN, ensure_reasoning_tokens
+from tina.core.tags import THINK_OPEN, ensure_reasoning_tokens, extract_answer
+from tina.core.tokenizer import CHAT_TEMPLATE
 
 
 def embedded_model_dir() -> Path:
@@ -44,15 +47,35 @@ def load_model(path: str | Path | None = None, device: str | None = None) -> tup
 
 
 def render_prompt(tokenizer: Any, question: str) -> str:
-    """The question rendered by the tokenizer's chat template, ending with `<think>`.
+    """One question rendered by the tokenizer's chat template, ending with `<think>`: the
+    one-user-message case of `render_messages`."""
+    return render_messages(tokenizer, [{"role": "user", "content": question}])
 
-    Tokenizers whose template does not open `<think>` itself get it appended; tokenizers with
-    no template get the embedded model's (question, newline, `<think>`).
+
+def render_messages(tokenizer: Any, messages: Sequence[Mapping[str, Any]]) -> str:
+    """A conversation (`role`: system, user or assistant; `content`: text) rendered by the
+    tokenizer's chat template, ending with `<think>`.
+
+    Earlier assistant turns enter without their thinking: their content is cut to
+    `extract_answer` of it (no think span, no tag), and every field but `role` and `content`
+    (a `reasoning_content` or `reasoning` sent back) is dropped. Templates that do not open
+    `<think>` themselves get it appended; tokenizers with no template get the embedded
+    model's (`chat_template.jinja`: each turn's text and a newline, assistant turns inside
+    `<answer>…</answer>`, then `<think>`).
     """
-    if getattr(tokenizer, "chat_template", None) is None:
-        return question + "\n" + THINK_OPEN  # the embedded model's template, as a default
-    messages = [{"role": "user", "content": question}]
-    text = str(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+    turns = [
+        {
+            "role": m["role"],
+            "content": extract_answer(m["content"]) if m["role"] == "assistant" else m["content"],
+        }
+        for m in messages
+    ]
+    template = getattr(tokenizer, "chat_template", None) or CHAT_TEMPLATE
+    text = str(
+        tokenizer.apply_chat_template(
+            turns, chat_template=template, add_generation_prompt=True, tokenize=False
+        )
+    )
     if not text.rstrip().endswith(THINK_OPEN):
         text += THINK_OPEN
     return text

@@ -17,16 +17,23 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from tina.core.tags import REASONING_TAGS, THINK_OPEN
+from tina.core.tags import ANSWER_CLOSE, ANSWER_OPEN, REASONING_TAGS, THINK_OPEN
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
 
-#: Jinja chat template: user turns joined by newlines; the generation prompt opens `<think>`.
+#: Jinja chat template of Tina's tokenizers (the embedded model's `chat_template.jinja` is this,
+#: saved): system and user turns as their text and a newline, earlier assistant turns as their
+#: answer inside `<answer>…</answer>` and a newline; the generation prompt opens `<think>`.
 CHAT_TEMPLATE = (
-    "{% for message in messages %}{% if message['role'] == 'user' %}"
-    "{{ message['content'] }}\n{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}" + THINK_OPEN + "{% endif %}"
+    "{% for message in messages %}{% if message['role'] in ('system', 'user') %}"
+    "{{ message['content'] }}\n"
+    "{% elif message['role'] == 'assistant' %}"
+    + ANSWER_OPEN
+    + "{{ message['content'] }}"
+    + ANSWER_CLOSE
+    + "\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}" + THINK_OPEN + "{% endif %}"
 )
 
 

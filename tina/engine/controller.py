@@ -82,17 +82,35 @@ class Row:
         return self.pending_assess or self.pending_exit
 
 
+#: reasoning effort → multiple of the heads' budget (of the budget cap without heads)
+EFFORT_SCALES: dict[str, float] = {"none": 0.0, "low": 0.5, "medium": 1.0, "high": 2.0}
+
+
+def effort_scale(effort: str | None) -> float:
+    """The budget multiple of a reasoning effort (None: 1, the heads' budget as it is); an
+    effort not in `EFFORT_SCALES` is a `ValueError`."""
+    if effort is None:
+        return 1.0
+    if effort not in EFFORT_SCALES:
+        raise ValueError(f"effort must be one of {', '.join(EFFORT_SCALES)}, got {effort!r}")
+    return EFFORT_SCALES[effort]
+
+
 def choose_budget(request: Request, config: EngineConfig, prediction: Prediction | None) -> int:
-    """A fixed budget wins; else the `direct` plan gives 0; else the heads' budget clamped to
-    [min_think, budget cap]; without heads, the budget cap."""
+    """A fixed budget wins; else effort `none` gives 0; else the `direct` plan gives 0; else
+    the heads' budget times the effort's scale, clamped to [min_think, budget cap]; without
+    heads, the budget cap times the scale (at most the cap)."""
     cap = config.budget_cap if request.budget_cap is None else request.budget_cap
     if request.budget is not None:
         return max(0, request.budget)
+    scale = effort_scale(request.effort)
+    if scale == 0:
+        return 0
     if prediction is None:
-        return cap
+        return min(cap, round(cap * scale))
     if prediction.direct:
         return 0
-    return min(cap, max(config.min_think, round(prediction.budget)))
+    return min(cap, max(config.min_think, round(prediction.budget * scale)))
 
 
 def closes_at_step_end(used: int, steps: int, budget: int) -> bool:

@@ -1,22 +1,25 @@
-"""The decode loop: a batch of requests through the model on ONE KV cache.
+"""The decode loop: requests through the model on ONE KV cache, rows joining and leaving it.
 
-What it does: `Engine.generate` prefills the rendered prompts (left-padded, one forward; the
-metacognitive heads read the tapped layers there, under the calibration), then runs one forward
-per step for the whole batch, each row's next token chosen by `tina.engine.controller` (sampled
-by `tina.engine.sampling` unless a tag is forced), side adapters on exactly for think tokens,
-the heads read again where a row waits for them (`</think>`, the exit check, the soft cap);
-`_finalize` turns each row into a `Result` with its `Telemetry` (hidden thinking returns only
-the answer). `decode`: plain budgeted decoding with exact caps and no heads. The phases and
-budget rules are explained in `docs/engine.md`.
+What it does: the step-level API of continuous batching on a `tina.engine.batch.DecodeBatch`:
+`Engine.admit` prefills new requests in a forward of their own (left-padded; the metacognitive
+heads read the tapped layers there, under the calibration) and joins their rows to the batch;
+`Engine.step` chooses each row's next token (`tina.engine.controller`, sampled by
+`tina.engine.sampling` unless a tag is forced), finalizes the rows that ended, then runs one
+forward for the rest, side adapters on exactly for think tokens, the heads read again where a
+row waits for them (`</think>`, the exit check, the soft cap); `Engine.release` drops rows
+(cancelled). `Engine.generate` is admit-all, then step until every row has ended: the one
+decode path. `_finalize` turns a row into a `Result` with its `Telemetry` (hidden thinking
+returns only the answer). `decode`: plain budgeted decoding with exact caps and no heads. The
+phases and budget rules are explained in `docs/engine.md`.
 
-What it does not do: per-token decisions (the controller), HTTP, chat history, logging or
-training (their modules call this one).
+What it does not do: per-token decisions (the controller), scheduling or threads
+(`tina.serve.batcher`), HTTP, chat history, logging or training (their modules call this one).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -37,6 +40,7 @@ from tina.core.tags import (
     split_reasoning,
     tag_ids,
 )
+from tina.engine.batch import DecodeBatch, join, select
 from tina.engine.controller import (
     Prediction,
     Row,
@@ -69,6 +73,32 @@ class _Stats:
     gate_sum: float = 0.0
     gate_open: float = 0.0
     gate_count: float = 0.0
+
+
+@dataclass
+class _Entry:
+    """The engine's state of one row of a `DecodeBatch`."""
+
+    id: int  #: the row id `admit` returned
+    request: Request
+    row: Row  #: the controller's state
+    stats: _Stats
+    heads: dict[str, Any] | None  #: the heads' reading of this row's prompt (None: no heads)
+    started: float  #: when its admission began (`time.perf_counter`)
+
+
+def _row_heads(heads: dict[str, Any] | None, i: int) -> dict[str, Any] | None:
+    """Row `i` of the heads' batch reading."""
+    if heads is None:
+        return None
+    per_layer = {
+        layer: {name: value[i] for name, value in values.items()}
+        for layer, values in heads["per_layer"].items()
+    }
+    return {
+        **{name: heads[name][i] for name in ("plan_probs", "plan", "budget", "confidence")},
+        "per_layer": per_layer,
+    }
 
 
 class Engine:
@@ -118,60 +148,78 @@ class Engine:
         requests: Sequence[Request],
         on_token: Callable[[int, str, int], None] | None = None,
     ) -> list[Result]:
-        """Run a batch of requests to completion. `on_token(row, phase, token_id)` sees every
-        emitted token (forced or sampled, tags included) with the phase it was emitted in.
+        """Run a batch of requests to completion: `admit` them all, then `step` until every
+        row has ended. `on_token(row, phase, token_id)` sees every emitted token (forced or
+        sampled, tags included) with the phase it was emitted in; `row` is the request's index.
         A request with a negative temperature or a top_p outside (0, 1] is a `ValueError`."""
+        if not requests:
+            return []
+        batch = DecodeBatch()
+        ids = self.admit(batch, requests)
+        results: dict[int, Result] = {}
+        while batch.rows:
+            results.update(self.step(batch, on_token))
+        return [results[i] for i in ids]
+
+    @torch.inference_mode()
+    def admit(self, batch: DecodeBatch, requests: Sequence[Request]) -> list[int]:
+        """Prefill `requests` in one forward of their own (the heads read it) and join their
+        rows to `batch`; returns their row ids (`batch.next_id` on). Settings are checked first
+        (`ValueError`), so a refused request leaves the batch as it was."""
         if not requests:
             return []
         for request in requests:
             check_sampling(request.temperature, request.top_p)
         started = time.perf_counter()
-        prompts = [r.prompt if r.rendered else self.render(r.prompt) for r in requests]
-        input_ids, attention = self._left_pad(prompts)
+        input_ids, attention = self._left_pad([self._prompt_text(r) for r in requests])
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
         with record_taps() as taps:
             logits = self._forward(input_ids, attention, positions, cache, think_mask=None)
         heads = self._read_heads(taps, attention) if self.introspection is not None else None
-        rows = [self._new_row(i, r, heads) for i, r in enumerate(requests)]
-        stats = [_Stats() for _ in rows]
-        next_pos = positions[:, -1] + 1
-        think_close = self.ids[THINK_CLOSE]
+        ids = list(range(batch.next_id, batch.next_id + len(requests)))
+        batch.next_id += len(requests)
+        entries = []
+        for i, (row_id, request) in enumerate(zip(ids, requests, strict=True)):
+            row_heads = _row_heads(heads, i)
+            row = self._new_row(request, row_heads)
+            entries.append(_Entry(row_id, request, row, _Stats(), row_heads, started))
+        join(batch, cache, attention, positions[:, -1] + 1, logits, entries)
+        return ids
 
-        while True:
-            step_ids, step_mask, think_flags = self._choose_tokens(rows, logits, on_token)
-            if all(r.phase == DONE for r in rows):
-                break
-            attention = torch.cat(
-                [attention, torch.tensor(step_mask, device=self.device)[:, None]], 1
-            )
-            think_mask = torch.tensor(think_flags, device=self.device)[:, None]
-            closing = [
-                i
-                for i, (t, m) in enumerate(zip(step_ids, step_mask, strict=True))
-                if m and t == think_close
-            ]
-            reading = [i for i, r in enumerate(rows) if r.needs_reading]
-            with record_taps() as taps:
-                logits = self._forward(
-                    torch.tensor(step_ids, device=self.device)[:, None],
-                    attention,
-                    next_pos[:, None],
-                    cache,
-                    think_mask=think_mask
-                    if any(think_flags) and self.introspection is not None
-                    else None,
-                )
-            self._collect_gates(stats, think_flags)
-            if (closing or reading) and self.introspection is not None:
-                self._assess(rows, stats, closing, reading, taps)
-            next_pos = next_pos + 1
+    @torch.inference_mode()
+    def step(
+        self,
+        batch: DecodeBatch,
+        on_token: Callable[[int, str, int], None] | None = None,
+    ) -> dict[int, Result]:
+        """One decode step of every row in `batch`: each row chooses its next token
+        (`on_token(row_id, phase, token_id)` sees it), the rows that ended leave the batch and
+        their `Result`s are returned by row id, and one forward feeds the rest their token."""
+        if not batch.rows:
+            return {}
+        step_ids, think_flags = self._choose_tokens(batch, on_token)
+        now = time.perf_counter()
+        ended: dict[int, Result] = {}
+        keep = []
+        for i, entry in enumerate(batch.rows):
+            if entry.row.phase == DONE:
+                ended[entry.id] = self._finalize(entry, now - entry.started)
+            else:
+                keep.append(i)
+        if ended:
+            step_ids = [step_ids[i] for i in keep]
+            think_flags = [think_flags[i] for i in keep]
+            select(batch, keep)
+        if batch.rows:
+            self._feed(batch, step_ids, think_flags)
+        return ended
 
-        latency = time.perf_counter() - started
-        return [
-            self._finalize(row, stats[i], request, heads, i, latency)
-            for i, (row, request) in enumerate(zip(rows, requests, strict=True))
-        ]
+    @torch.inference_mode()
+    def release(self, batch: DecodeBatch, ids: Collection[int]) -> None:
+        """Drop the rows `ids` from `batch` (cancelled: no result); unknown ids are ignored."""
+        keep = [i for i, entry in enumerate(batch.rows) if entry.id not in ids]
+        select(batch, keep)
 
     # --- steps --------------------------------------------------------------------------------
 
@@ -217,12 +265,42 @@ class Engine:
             "per_layer": out.per_layer,
         }
 
-    def _new_row(self, index: int, request: Request, heads: dict[str, Any] | None) -> Row:
+    def _prompt_text(self, request: Request) -> str:
+        return request.prompt if request.rendered else self.render(request.prompt)
+
+    def _feed(self, batch: DecodeBatch, step_ids: list[int], think_flags: list[bool]) -> None:
+        """One forward feeding each row of `batch` its chosen token; the heads read the rows
+        that wait for them; the forward's logits become the batch's."""
+        assert batch.attention is not None and batch.positions is not None
+        assert batch.cache is not None
+        rows = [entry.row for entry in batch.rows]
+        stats = [entry.stats for entry in batch.rows]
+        ones = torch.ones((len(rows), 1), dtype=batch.attention.dtype, device=self.device)
+        batch.attention = torch.cat([batch.attention, ones], 1)
+        think_close = self.ids[THINK_CLOSE]
+        closing = [i for i, t in enumerate(step_ids) if t == think_close]
+        reading = [i for i, r in enumerate(rows) if r.needs_reading]
+        use_mask = any(think_flags) and self.introspection is not None
+        with record_taps() as taps:
+            batch.logits = self._forward(
+                torch.tensor(step_ids, device=self.device)[:, None],
+                batch.attention,
+                batch.positions[:, None],
+                batch.cache,
+                think_mask=torch.tensor(think_flags, device=self.device)[:, None]
+                if use_mask
+                else None,
+            )
+        self._collect_gates(stats, think_flags)
+        if (closing or reading) and self.introspection is not None:
+            self._assess(rows, stats, closing, reading, taps)
+        batch.positions = batch.positions + 1
+
+    def _new_row(self, request: Request, heads: dict[str, Any] | None) -> Row:
         prediction = None
         if heads is not None:
             prediction = Prediction(
-                direct=int(heads["plan"][index]) == DIRECT,
-                budget=float(heads["budget"][index]),
+                direct=int(heads["plan"]) == DIRECT, budget=float(heads["budget"])
             )
         generator = None
         if request.temperature > 0:
@@ -248,28 +326,24 @@ class Engine:
 
     def _choose_tokens(
         self,
-        rows: list[Row],
-        logits: torch.Tensor,
+        batch: DecodeBatch,
         on_token: Callable[[int, str, int], None] | None,
-    ) -> tuple[list[int], list[int], list[bool]]:
-        """The token each row feeds next, its attention bit, and whether it is a think token."""
+    ) -> tuple[list[int], list[bool]]:
+        """The token each row feeds next and whether it is a think token."""
+        assert batch.logits is not None
+        logits = batch.logits
         greedy = logits.argmax(dim=-1).tolist()
-        step_ids, step_mask, think_flags = [], [], []
-        for i, row in enumerate(rows):
-            if row.phase == DONE:
-                step_ids.append(self.pad)
-                step_mask.append(0)
-                think_flags.append(False)
-                continue
+        step_ids, think_flags = [], []
+        for i, entry in enumerate(batch.rows):
+            row = entry.row
             phase = row.phase
             token = next_token(row, partial(self._pick, row, logits[i], greedy[i]))
             token, is_think = advance(row, token)
             if on_token is not None:
-                on_token(i, phase, token)
+                on_token(entry.id, phase, token)
             step_ids.append(token)
-            step_mask.append(1)
             think_flags.append(is_think)
-        return step_ids, step_mask, think_flags
+        return step_ids, think_flags
 
     def _ends_step(self, token: int) -> bool:
         """`tina.core.tags.ends_step` of the token's text (cached per token id)."""
@@ -321,15 +395,8 @@ class Engine:
             else:
                 read_soft_cap(rows[i], float(confidence[i]))
 
-    def _finalize(
-        self,
-        row: Row,
-        stats: _Stats,
-        request: Request,
-        heads: dict[str, Any] | None,
-        i: int,
-        latency: float,
-    ) -> Result:
+    def _finalize(self, entry: _Entry, latency: float) -> Result:
+        row, stats, request, heads = entry.row, entry.stats, entry.request, entry.heads
         text = self.tokenizer.decode(row.completion_ids, skip_special_tokens=False)
         think_text, answer = split_reasoning(text)
         visible = resolve_visibility(request.visible_cot, self.config.visible_cot)
@@ -338,17 +405,17 @@ class Engine:
         per_layer: dict[str, dict[str, Any]] = {}
         plan, plan_probs, predicted, conf_before = None, {}, None, None
         if heads is not None:
-            probs = heads["plan_probs"][i].tolist()
-            plan = PLAN_CLASSES[int(heads["plan"][i])]
+            probs = heads["plan_probs"].tolist()
+            plan = PLAN_CLASSES[int(heads["plan"])]
             plan_probs = dict(zip(PLAN_CLASSES, probs, strict=True))
-            predicted = float(heads["budget"][i])
-            conf_before = float(heads["confidence"][i])
+            predicted = float(heads["budget"])
+            conf_before = float(heads["confidence"])
             for layer, values in heads["per_layer"].items():
                 per_layer[str(layer)] = {
-                    "plan_probs": torch.softmax(values["plan_logits"][i], -1).tolist(),
-                    "budget": float(values["budget"][i]),
+                    "plan_probs": torch.softmax(values["plan_logits"], -1).tolist(),
+                    "budget": float(values["budget"]),
                     "confidence": float(
-                        apply_confidence(values["confidence_logit"][i], self.calibration)
+                        apply_confidence(values["confidence_logit"], self.calibration)
                     ),
                 }
         gates = stats.gate_count

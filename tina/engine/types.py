@@ -67,6 +67,9 @@ class Request:
     #: the answer ends at the first of these (OpenAI's `stop`; not part of the answer; the
     #: thinking is never cut by them: `tina.engine.stop_strings`)
     stop: tuple[str, ...] = ()
+    #: reasoning effort (`none | low | medium | high`, `controller.EFFORT_SCALES`): a multiple
+    #: of the heads' budget; a fixed `budget` wins over it
+    effort: str | None = None
 
 
 @dataclass
@@ -80,7 +83,9 @@ class Telemetry:
     soft_cap: int  #: where `</think>` is forced
     think_tokens: int  #: tokens spent thinking (`count_think_tokens`)
     answer_tokens: int  #: answer tokens, tags excluded
-    confidence_before: float | None  #: confidence from the prompt, before thinking
+    #: the calibrated probability that the answer is right, read from the prompt before
+    #: thinking (the calibration's map applied; the raw sigmoid without one; None: no heads)
+    confidence_before: float | None
     #: the confidence head read again at `</think>`, under the calibration fitted before
     #: thinking (not fitted for this position: on the shipped parts it is not informative;
     #: `confidence_before` is the calibrated one)
@@ -90,7 +95,7 @@ class Telemetry:
     forced_answer_close: bool  #: the answer hit its cap
     gate_activity: float  #: mean side-adapter gate over this row's think tokens
     gate_coverage: float  #: share of this row's think tokens with an open gate
-    latency_s: float  #: wall time of the batch this request ran in
+    latency_s: float  #: wall time from this request's admission (its prefill) to its end
     tokens_per_s: float  #: completion tokens of this request / latency
     leaked: bool  #: hidden output contains a tag or a span of the thinking
     exit_checks: int = 0  #: step ends where the exit check read the heads (0: no check ran)

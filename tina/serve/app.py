@@ -1,38 +1,17 @@
 """`tina serve`: an OpenAI-compatible HTTP API over the engine (FastAPI + uvicorn).
 
-What it does:
-- `POST /v1/chat/completions` (JSON, or SSE streaming with `"stream": true`), `GET /v1/models`,
-  `GET /v1/models/{id}`, `GET /health`. Every request becomes one `tina.engine.types.Request` and
-  goes
-  through the one engine via `tina.serve.batcher.Batcher`: requests that arrive together decode as
-  one
-  batch. OpenAI compatibility is a mode over the engine, not a second decode path.
-- Thinking is hidden by default (the service config's `visible_cot`). Made visible (per request
-  `"visible_cot": true`, or the config), the thinking goes to `reasoning_content` and the answer
-  to `content`, as DeepSeek and vLLM do. `max_thinking_tokens` caps a request's thinking (the
-  soft cap, slack included, never passes it); `max_tokens` / `max_completion_tokens` bound
-  think + answer tokens together (tags excluded), as for DeepSeek's reasoner. The engine's
-  telemetry rides along in an extra `telemetry` field (in the last chunk when streaming).
-- The question is the text of the last `user` message: the models Tina ships answer one question
-  at a time, so earlier turns and system messages are not sent to the model. `temperature`
-  defaults to 0 (greedy); `seed` makes sampling reproducible per request. `stop` (a string or
-  up to four) ends the answer before the first one, which is not sent, streaming included
-  (`tina.engine.stop_strings`; the hidden thinking is never cut by them). Other OpenAI fields
-  (`tools`, `logprobs`, …) are accepted and ignored; `n` must be 1.
-- Safety: Bearer API keys (compared with `hmac.compare_digest`) when `auth.require_auth`; the
-  body size is checked before it is parsed (Content-Length, then the bytes actually read);
-  prompt length and `max_tokens` limits; a full queue is 429; malformed JSON and wrong types are
-  400. Every error has OpenAI's body `{"error": {"message", "type", "param", "code"}}`; an
-  unexpected failure is a 500 with a generic message. Log lines carry the prompt redacted
-  (`tina.serve.redact`), token counts and latency: never the key, the thinking or the answer.
-- Host, port, limits and auth come from `config/service_config.json`, with CLI overrides.
-  Shutdown is graceful: uvicorn finishes the requests in flight, then the batcher drains.
+What it does: `POST /v1/chat/completions` (JSON, or SSE with `"stream": true`), `GET /v1/models`,
+`GET /v1/models/{id}`, `GET /health`, `GET /metrics` (Prometheus, `tina.serve.metrics`). Every
+request becomes one engine `Request` (`tina.serve.chat_request`) and joins the running batch of
+`tina.serve.batcher.Batcher` at the next step; a client that disconnects has its row released.
+Responses carry `reasoning_content` / `reasoning` when the thinking is visible, `usage` with
+reasoning tokens and the engine's `telemetry`. Bearer API keys when `auth.require_auth`; body,
+prompt and token limits; a full queue is 429; every error has OpenAI's error body; logs carry the
+prompt redacted, never the key, the thinking or the answer. Every field and rule: docs/serving.md.
 
-The wire format's pydantic models are in `tina.serve.openai_types`, the command's flags in
+What it does not do: tools, logprobs, `n > 1`, TLS, or rate limiting per key (a full queue is
+the only back-pressure); the wire models are `tina.serve.openai_types`, the flags
 `tina.serve.flags`.
-
-What it does not do: conversation history, tools, logprobs, `n > 1`, TLS, or rate limiting per
-key (a full queue is the only back-pressure).
 """
 
 from __future__ import annotations
@@ -41,7 +20,6 @@ import asyncio
 import hmac
 import json
 import logging
-import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -57,56 +35,35 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tina.core.checks import ConfigError, Problem, parse_strict_json
 from tina.engine.loop import Engine
-from tina.engine.types import Request, resolve_visibility
+from tina.engine.types import Request
 from tina.serve.batcher import Batcher, BatcherClosed, Completion, Delta, QueueFull, Ticket
+from tina.serve.chat_request import APIError, engine_request
 from tina.serve.flags import EMBEDDED_MODEL_NAME, served_model_name, service_with_overrides
+from tina.serve.metrics import CONTENT_TYPE, ServeMetrics, StatusCounter
 from tina.serve.openai_types import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
-    ChatMessage,
     Choice,
     ChunkChoice,
+    CompletionTokensDetails,
     DeltaMessage,
-    ErrorDetail,
-    ErrorResponse,
     Usage,
+    unsupported_field,
 )
 from tina.serve.redact import redact
-from tina.serve.service_config import Limits, ServiceConfig
+from tina.serve.service_config import ServiceConfig
 
 logger = logging.getLogger("tina.serve.app")
-MAX_STOP_STRINGS = 4  #: as OpenAI's API allows
+
 _LOGGED_PROMPT_CHARS = 80
 JSON_TYPE = "application/json"
 
 
-# --- errors -------------------------------------------------------------------------------------
-
-
-class APIError(Exception):
-    """An error answered with OpenAI's error body."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        type_: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.type = status, message, type_
-        self.param, self.code, self.headers = param, code, headers
-
-    def body(self) -> dict[str, Any]:
-        detail = ErrorDetail(message=self.message, type=self.type, param=self.param, code=self.code)
-        return ErrorResponse(error=detail).model_dump()
-
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+def error_response(error: APIError) -> JSONResponse:
+    """`error` as a JSON response with its status and headers."""
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
 def _validation_error(errors: Sequence[Any]) -> APIError:
@@ -117,69 +74,6 @@ def _validation_error(errors: Sequence[Any]) -> APIError:
     return APIError(400, message, param=param, code="invalid_value")
 
 
-# --- from a chat request to an engine request ---------------------------------------------------
-
-
-def question_of(messages: Sequence[ChatMessage]) -> str:
-    """The text of the last user message (text parts joined by newlines)."""
-    for message in reversed(messages):
-        if message.role != "user":
-            continue
-        if message.content is None or isinstance(message.content, str):
-            return message.content or ""
-        if any(part.type != "text" for part in message.content):
-            raise APIError(400, "only text content is supported", param="messages")
-        return "\n".join(part.text or "" for part in message.content)
-    raise APIError(400, "messages: no message with role 'user'", param="messages")
-
-
-def engine_request(chat: ChatCompletionRequest, engine: Engine, limits: Limits) -> Request:
-    """The engine request for a validated chat request, or an `APIError` (limits, `n`)."""
-    if chat.n not in (None, 1):
-        raise APIError(400, "n: only n = 1 is supported", param="n")
-    question = question_of(chat.messages)
-    if len(question) > limits.max_prompt_chars:
-        raise APIError(
-            400,
-            f"the prompt has {len(question)} characters; the limit is {limits.max_prompt_chars}",
-            param="messages",
-            code="context_length_exceeded",
-        )
-    name = "max_completion_tokens" if chat.max_completion_tokens is not None else "max_tokens"
-    max_tokens = chat.max_completion_tokens or chat.max_tokens or limits.max_tokens
-    if max_tokens > limits.max_tokens:
-        raise APIError(
-            400,
-            f"{name}: {max_tokens} is over the limit of {limits.max_tokens}",
-            param=name,
-            code="invalid_value",
-        )
-    stops = [chat.stop] if isinstance(chat.stop, str) else list(chat.stop or [])
-    if len(stops) > MAX_STOP_STRINGS or not all(stops):
-        raise APIError(
-            400,
-            f"stop: at most {MAX_STOP_STRINGS} non-empty strings, got {stops!r}"[:200],
-            param="stop",
-            code="invalid_value",
-        )
-    config = engine.config
-    budget_cap = config.budget_cap
-    if chat.max_thinking_tokens is not None:  # the soft cap, slack included, stays within it
-        budget_cap = min(
-            budget_cap, math.floor(chat.max_thinking_tokens / (1 + config.slack_ratio))
-        )
-    return Request(
-        prompt=question,
-        budget_cap=budget_cap,
-        temperature=0.0 if chat.temperature is None else chat.temperature,
-        top_p=1.0 if chat.top_p is None else chat.top_p,
-        seed=chat.seed,
-        visible_cot=resolve_visibility(chat.visible_cot, config.visible_cot),
-        max_tokens=max_tokens,
-        stop=tuple(stops),
-    )
-
-
 def _usage(completion: Completion) -> Usage:
     t = completion.result.telemetry
     generated = t.think_tokens + t.answer_tokens
@@ -187,7 +81,7 @@ def _usage(completion: Completion) -> Usage:
         prompt_tokens=completion.prompt_tokens,
         completion_tokens=generated,
         total_tokens=completion.prompt_tokens + generated,
-        completion_tokens_details={"reasoning_tokens": t.think_tokens},
+        completion_tokens_details=CompletionTokensDetails(reasoning_tokens=t.think_tokens),
     )
 
 
@@ -199,7 +93,8 @@ def chat_completion(cid: str, created: int, model: str, completion: Completion) 
     """The non-streaming response: hidden thinking shows only the answer."""
     result = completion.result
     if completion.visible:
-        message = AssistantMessage(content=result.answer, reasoning_content=result.think_text)
+        think = result.think_text
+        message = AssistantMessage(content=result.answer, reasoning_content=think, reasoning=think)
     else:
         message = AssistantMessage(content=result.output)
     return ChatCompletion(
@@ -266,8 +161,9 @@ async def stream_events(
     try:
         yield chunk([ChunkChoice(delta=DeltaMessage(role="assistant", content=""))])
         while (delta := await deltas.get()) is not None:
+            think = delta.reasoning or None
             text = DeltaMessage(
-                content=delta.content or None, reasoning_content=delta.reasoning or None
+                content=delta.content or None, reasoning_content=think, reasoning=think
             )
             yield chunk([ChunkChoice(delta=text)])
         error = ticket.future.exception()
@@ -283,7 +179,29 @@ async def stream_events(
                 yield chunk([], usage=_usage(completion))
         yield "data: [DONE]\n\n"
     finally:
-        ticket.future.cancel()  # the client left before its batch started: drop it
+        ticket.cancel()  # the client left: its row goes at the next step (no-op once done)
+
+
+async def completion_unless_gone(http: HTTPRequest, ticket: Ticket) -> Completion | None:
+    """The ticket's completion; None when the client disconnects first (the ticket is then
+    cancelled, so its row is released at the next step)."""
+    done = asyncio.wrap_future(ticket.future)
+    gone = asyncio.ensure_future(_disconnect(http))
+    waiters: set[asyncio.Future[Any]] = {done, gone}
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not done.done():
+        ticket.cancel()
+        return None
+    return done.result()
+
+
+async def _disconnect(http: HTTPRequest) -> None:
+    """Returns when the client has disconnected (the body is already read)."""
+    while (await http.receive())["type"] != "http.disconnect":
+        pass
 
 
 # --- the app ------------------------------------------------------------------------------------
@@ -320,6 +238,7 @@ def create_app(
         max_waiting=limits.max_queue,
     )
     started = int(time.time())
+    metrics = ServeMetrics(batcher)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -329,6 +248,8 @@ def create_app(
 
     app = FastAPI(title="Tina", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.batcher = batcher
+    app.state.metrics = metrics
+    app.add_middleware(StatusCounter, metrics=metrics, path="/v1/chat/completions")
 
     def authorize(request: HTTPRequest) -> None:
         if not keys:
@@ -373,6 +294,11 @@ def create_app(
             raise APIError(400, "the request body is not valid JSON", code="invalid_json") from None
         if not isinstance(payload, dict):
             raise APIError(400, "the request body must be a JSON object", code="invalid_json")
+        field = unsupported_field(payload)
+        if field is not None:
+            raise APIError(
+                400, f"{field}: not supported by this server", param=field, code="unsupported_value"
+            )
         try:
             chat = ChatCompletionRequest.model_validate(payload)
         except ValidationError as exc:
@@ -388,22 +314,22 @@ def create_app(
 
     @app.exception_handler(APIError)
     async def on_api_error(request: HTTPRequest, exc: APIError) -> JSONResponse:
-        return exc.response()
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(
         request: HTTPRequest, exc: RequestValidationError
     ) -> JSONResponse:
-        return _validation_error(exc.errors()).response()
+        return error_response(_validation_error(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: HTTPRequest, exc: StarletteHTTPException) -> JSONResponse:
-        return APIError(exc.status_code, str(exc.detail), code=None).response()
+        return error_response(APIError(exc.status_code, str(exc.detail), code=None))
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: HTTPRequest, exc: Exception) -> JSONResponse:
         logger.error("internal error (%s) on %s", type(exc).__name__, request.url.path)
-        return APIError(500, "internal server error", type_="server_error").response()
+        return error_response(APIError(500, "internal server error", type_="server_error"))
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -415,6 +341,10 @@ def create_app(
             "batches": batcher.batches_run,
             "batched_requests": batcher.requests_run,
         }
+
+    @app.get("/metrics", dependencies=[Depends(authorize)])
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     def model_card() -> dict[str, Any]:
         return {"id": model_name, "object": "model", "created": started, "owned_by": "tina"}
@@ -431,6 +361,7 @@ def create_app(
 
     @app.post("/v1/chat/completions", dependencies=[Depends(authorize)], response_model=None)
     async def chat_completions(request: HTTPRequest) -> Response:
+        arrived = time.perf_counter()
         chat = parse_chat(await read_body(request))
         engine_req = engine_request(chat, engine, limits)
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
@@ -441,7 +372,8 @@ def create_app(
             loop.call_soon_threadsafe(deltas.put_nowait, delta)
 
         try:
-            ticket = batcher.submit(engine_req, sink=sink if chat.stream else None)
+            timed = metrics.timed_sink(sink, arrived)
+            ticket = batcher.submit(engine_req, sink=timed if chat.stream else None, label=cid)
         except QueueFull:
             raise APIError(
                 429,
@@ -452,13 +384,16 @@ def create_app(
             ) from None
         except BatcherClosed:
             raise APIError(503, "the server is shutting down", type_="server_error") from None
+        ticket.future.add_done_callback(lambda future: metrics.finished(future, arrived))
 
         if not chat.stream:
             try:
-                completion = await asyncio.wrap_future(ticket.future)
+                completion = await completion_unless_gone(request, ticket)
             except Exception as exc:
                 log_request(cid, engine_req, None, stream=False, error=exc)
                 raise APIError(500, "internal server error", type_="server_error") from None
+            if completion is None:  # the client left; the batcher logged the release
+                return Response(status_code=499)
             log_request(cid, engine_req, completion, stream=False)
             response = chat_completion(cid, created, model_name, completion)
             return Response(response.model_dump_json(exclude_none=True), media_type=JSON_TYPE)

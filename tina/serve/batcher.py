@@ -1,22 +1,29 @@
-"""The batching queue between request handlers and the engine: one worker thread owns the engine.
+"""The iteration-level scheduler between request handlers and the engine: one worker thread owns
+the engine and its running batch (continuous batching).
 
 What it does:
-- `Batcher.submit(request, sink=None)` queues one engine request and returns a `Ticket` at
-  once; its `future` (a `concurrent.futures.Future`) gets a `Completion` (the engine's `Result`
-  plus token counts) or the engine's exception. More than `max_waiting` requests waiting is a
-  `QueueFull`; submitting to a stopped batcher is a `BatcherClosed`.
-- The worker takes the waiting requests once arrivals pause for `window_s` (or after
-  `MAX_WINDOWS` windows, or as soon as `max_batch_size` wait) and runs up to `max_batch_size` of
-  them as ONE `Engine.generate` call (rows end independently there; sampling is seeded per
-  request, so batching changes no output). Clients that send their next request as soon as the
-  last one is answered arrive a few milliseconds apart: waiting for a pause, not a fixed time
-  from the first arrival, keeps them in one batch. A lone request waits one window.
-  A batch runs to its end before the next one starts: no rows join a running batch.
+- `Batcher.submit(request, sink=None, label=None)` queues one engine request and returns a
+  `Ticket` at once; its `future` (a `concurrent.futures.Future`) gets a `Completion` (the
+  engine's `Result` plus token counts) or the engine's exception. More than `max_waiting`
+  requests waiting is a `QueueFull`; submitting to a stopped batcher is a `BatcherClosed`.
+- The worker loops over decode steps of one `tina.engine.batch.DecodeBatch`: at every step
+  boundary it admits what is waiting (`Engine.admit`, up to `max_batch_size` running rows),
+  releases cancelled rows (`Engine.release`), runs one `Engine.step`, delivers each row's
+  tokens to its stream and each ended row's result to its future. Rows join and leave a running
+  batch; sampling is seeded per request and positions are per row, so this changes no output.
+  Only when nothing runs does it wait for arrivals to pause (`window_s`, at most `MAX_WINDOWS`
+  windows, or until `max_batch_size` wait): clients that send their next request as soon as
+  the last one is answered arrive a few milliseconds apart and start together.
+- Cancellation: `Ticket.cancel()` (the app calls it when the client disconnects). A waiting
+  ticket is never admitted; a running row is released at the next step boundary, one log line
+  (the ticket's label and token count, no prompt text). A ticket's future stays pending until
+  its row ends, so it can be cancelled at any time before.
 - Streaming: a ticket with a `sink` gets `Delta`s (reasoning text, answer text) as its row
   decodes, through the engine's `on_token` callback and `TextDeltas`. A sink must return at once
   (`tina.serve.app` hands each delta to its event loop's unbounded queue), so a consumer that reads
   slowly, or never, delays nobody; a sink that raises is dropped.
-- A ticket whose future was cancelled before its batch started is dropped (its client left).
+- An engine failure fails the tickets it touched: those being admitted (`admit`), or every
+  running row (`step`; the batch starts empty again).
 - `stop()` refuses new requests, lets the worker finish what is running and waiting, and joins it.
 
 What the streamed text is: the same rules as the final result, applied to the completion so far
@@ -27,27 +34,31 @@ not yet decodable (half a UTF-8 character). Text already sent cannot be taken ba
 answer token made the rules reclassify earlier answer text (a stray `</think>` in the answer
 phase), the stream stops adding text and the final result, not the stream, is authoritative.
 
-What it does not do: HTTP, authentication or limits (see `tina.serve.app`), cancel a row that is
-already decoding, or run rows of different batches together.
+What it does not do: HTTP, authentication or limits (see `tina.serve.app`), or notice a client
+that left (its handler calls `Ticket.cancel`).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass
+from concurrent.futures import Future, InvalidStateError
+from contextlib import suppress
+from dataclasses import dataclass, field
 from typing import Any
 
 from tina.core.tags import THINK_CLOSE, extract_answer, split_reasoning
+from tina.engine.batch import DecodeBatch, select
 from tina.engine.loop import Engine
 from tina.engine.stop_strings import streamable
 from tina.engine.types import THINK, Request, Result, resolve_visibility
 
+logger = logging.getLogger("tina.serve.batcher")
 REASONING, CONTENT = "reasoning", "content"
-MAX_WINDOWS = 4  #: a batch waits at most this many windows for arrivals to pause
+MAX_WINDOWS = 4  #: an idle worker waits at most this many windows for arrivals to pause
 
 
 class QueueFull(RuntimeError):
@@ -128,6 +139,24 @@ class Ticket:
     request: Request
     sink: Sink | None
     future: Future[Completion]
+    label: str | None = None  #: how the log names it (the app's completion id)
+
+    def cancel(self) -> bool:
+        """Drop this request: never admitted if still waiting, else its row is released at the
+        next step boundary. False once its result (or error) is in."""
+        return self.future.cancel()
+
+
+@dataclass(eq=False)
+class _Running:
+    """A ticket whose row is in the batch."""
+
+    ticket: Ticket
+    stream: TextDeltas | None
+    visible: bool
+    prompt_tokens: int
+    tokens: int = 0  #: tokens emitted so far
+    started: float = field(default_factory=time.monotonic)
 
 
 class Batcher:
@@ -140,19 +169,27 @@ class Batcher:
         max_batch_size: int = 16,
         window_s: float = 0.02,
         max_waiting: int = 64,
+        continuous: bool = True,
     ) -> None:
         if max_batch_size < 1 or max_waiting < 1 or window_s < 0:
             raise ValueError("max_batch_size and max_waiting must be >= 1, window_s >= 0")
         self.engine = engine
         self.max_batch_size, self.window_s, self.max_waiting = max_batch_size, window_s, max_waiting
+        #: admit at every step boundary; False: only when nothing runs (static batching, the
+        #: baseline `bench/serve.py --load` compares against)
+        self.continuous = continuous
         self._waiting: deque[Ticket] = deque()
         self._cond = threading.Condition()
         self._closed = False
         self._running = 0
         self._last_arrival = 0.0
-        self.batch_sizes: deque[int] = deque(maxlen=1024)  #: sizes of the latest batches, in order
-        self.batches_run = 0  #: batches decoded so far
-        self.requests_run = 0  #: requests decoded so far
+        #: requests admitted together at the latest step boundaries that admitted any, in order
+        self.batch_sizes: deque[int] = deque(maxlen=1024)
+        self.batches_run = 0  #: admissions so far (step boundaries that admitted requests)
+        self.requests_run = 0  #: requests admitted so far
+        self.step_sizes: deque[int] = deque(maxlen=1024)  #: running rows of the latest steps
+        self.steps_run = 0  #: decode steps so far
+        self.cancelled = 0  #: running rows released because their ticket was cancelled
         self._thread: threading.Thread | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -173,24 +210,29 @@ class Batcher:
 
     @property
     def waiting(self) -> int:
-        """Requests waiting for a batch."""
+        """Requests waiting to be admitted."""
         with self._cond:
             return len(self._waiting)
 
     @property
     def running(self) -> int:
-        """Requests in the batch decoding now."""
+        """Rows in the running batch (admitted, not yet ended or released)."""
         with self._cond:
             return self._running
 
     # --- submitting ----------------------------------------------------------------------------
 
-    def submit(self, request: Request, sink: Sink | None = None) -> Ticket:
-        """Queue `request`; `sink`, if given, receives its `Delta`s from the worker thread."""
-        ticket = Ticket(request=request, sink=sink, future=Future())
+    def submit(
+        self, request: Request, sink: Sink | None = None, label: str | None = None
+    ) -> Ticket:
+        """Queue `request`; `sink`, if given, receives its `Delta`s from the worker thread;
+        `label` names it in the log."""
+        ticket = Ticket(request=request, sink=sink, future=Future(), label=label)
         with self._cond:
             if self._closed:
                 raise BatcherClosed("the server is shutting down")
+            if len(self._waiting) >= self.max_waiting:  # cancelled tickets hold no place
+                self._waiting = deque(t for t in self._waiting if not t.future.cancelled())
             if len(self._waiting) >= self.max_waiting:
                 raise QueueFull(f"{len(self._waiting)} requests are already waiting")
             self._waiting.append(ticket)
@@ -201,20 +243,26 @@ class Batcher:
     # --- the worker ----------------------------------------------------------------------------
 
     def _work(self) -> None:
+        batch = DecodeBatch()
+        rows: dict[int, _Running] = {}
         while True:
-            batch = self._next_batch()
-            if batch is None:
+            tickets = self._take(len(rows))
+            if tickets is None:
                 return
-            try:
-                self._decode(batch)
-            finally:
-                with self._cond:
-                    self._running = 0
+            if tickets:
+                self._admit(batch, rows, tickets)
+            self._release_cancelled(batch, rows)
+            if rows:
+                self._step(batch, rows)
+            with self._cond:
+                self._running = len(rows)
 
-    def _next_batch(self) -> list[Ticket] | None:
-        """The next batch (tickets already marked running), or None once closed and drained."""
+    def _take(self, running: int) -> list[Ticket] | None:
+        """The waiting tickets to admit now (none cancelled), up to `max_batch_size` rows in
+        all; None once closed and drained. When nothing runs, first wait for work and for
+        arrivals to pause."""
         with self._cond:
-            while True:
+            if running == 0:
                 while not self._waiting and not self._closed:
                     self._cond.wait()
                 if not self._waiting:
@@ -226,50 +274,84 @@ class Batcher:
                     if left <= 0:
                         break
                     self._cond.wait(left)
-                batch: list[Ticket] = []
-                while self._waiting and len(batch) < self.max_batch_size:
-                    ticket = self._waiting.popleft()
-                    if ticket.future.set_running_or_notify_cancel():
-                        batch.append(ticket)
-                if batch:
-                    self._running = len(batch)
-                    self.batch_sizes.append(len(batch))
-                    self.batches_run += 1
-                    self.requests_run += len(batch)
-                    return batch
+            taken: list[Ticket] = []
+            if running and not self.continuous:
+                return taken
+            while self._waiting and running + len(taken) < self.max_batch_size:
+                ticket = self._waiting.popleft()
+                if not ticket.future.cancelled():
+                    taken.append(ticket)
+            if taken:
+                self.batch_sizes.append(len(taken))
+                self.batches_run += 1
+                self.requests_run += len(taken)
+            self._running = running + len(taken)
+            return taken
 
-    def _decode(self, batch: list[Ticket]) -> None:
+    def _admit(self, batch: DecodeBatch, rows: dict[int, _Running], tickets: list[Ticket]) -> None:
         engine = self.engine
-        visible = [
-            resolve_visibility(t.request.visible_cot, engine.config.visible_cot) for t in batch
-        ]
-        streams = {
-            i: TextDeltas(engine.tokenizer, visible[i], t.request.stop)
-            for i, t in enumerate(batch)
-            if t.sink is not None
-        }
-
-        def on_token(row: int, phase: str, token: int) -> None:
-            stream = streams.get(row)
-            if stream is not None:
-                _send(batch[row], stream.feed(phase, token))
-
         try:
-            results = engine.generate([t.request for t in batch], on_token=on_token)
-            prompt_tokens = [self._prompt_tokens(t.request) for t in batch]
-        except Exception as exc:  # the batch failed: every ticket in it gets the error
-            for ticket in batch:
-                ticket.future.set_exception(exc)
+            prompt_tokens = [self._prompt_tokens(t.request) for t in tickets]
+            ids = engine.admit(batch, [t.request for t in tickets])
+        except Exception as exc:  # the admission failed: its tickets get the error
+            for ticket in tickets:
+                _fail(ticket, exc)
             return
-        for i, (ticket, result) in enumerate(zip(batch, results, strict=True)):
-            stream = streams.get(i)
-            if stream is not None:
-                _send(ticket, stream.finish(result))
-            ticket.future.set_result(Completion(result, prompt_tokens[i], visible[i]))
+        for row_id, ticket, tokens in zip(ids, tickets, prompt_tokens, strict=True):
+            visible = resolve_visibility(ticket.request.visible_cot, engine.config.visible_cot)
+            stream = None
+            if ticket.sink is not None:
+                stream = TextDeltas(engine.tokenizer, visible, ticket.request.stop)
+            rows[row_id] = _Running(ticket, stream, visible, tokens)
+
+    def _release_cancelled(self, batch: DecodeBatch, rows: dict[int, _Running]) -> None:
+        gone = [row_id for row_id, r in rows.items() if r.ticket.future.cancelled()]
+        if not gone:
+            return
+        self.engine.release(batch, gone)
+        for row_id in gone:
+            r = rows.pop(row_id)
+            self.cancelled += 1
+            logger.info(
+                "%s cancelled: row released after %d tokens, %.3f s (%d rows left)",
+                r.ticket.label or "a request",
+                r.tokens,
+                time.monotonic() - r.started,
+                len(rows),
+            )
+
+    def _step(self, batch: DecodeBatch, rows: dict[int, _Running]) -> None:
+        def on_token(row_id: int, phase: str, token: int) -> None:
+            r = rows[row_id]
+            r.tokens += 1
+            if r.stream is not None:
+                _send(r.ticket, r.stream.feed(phase, token))
+
+        self.step_sizes.append(batch.size)
+        self.steps_run += 1
+        try:
+            ended = self.engine.step(batch, on_token)
+        except Exception as exc:  # the step failed: every running row gets the error
+            for r in rows.values():
+                _fail(r.ticket, exc)
+            rows.clear()
+            select(batch, [])
+            return
+        for row_id, result in ended.items():
+            r = rows.pop(row_id)
+            if r.stream is not None:
+                _send(r.ticket, r.stream.finish(result))
+            with suppress(InvalidStateError):  # cancelled as it ended
+                r.ticket.future.set_result(Completion(result, r.prompt_tokens, r.visible))
 
     def _prompt_tokens(self, request: Request) -> int:
         prompt = request.prompt if request.rendered else self.engine.render(request.prompt)
         return len(self.engine.tokenizer.encode(prompt, add_special_tokens=False))
+
+
+def _fail(ticket: Ticket, exc: BaseException) -> None:
+    with suppress(InvalidStateError):  # cancelled meanwhile
+        ticket.future.set_exception(exc)
 
 
 def _send(ticket: Ticket, delta: Delta | None) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from tina.core.calibration import CALIBRATION_FILE, load_calibration
 from tina.core.introspection import CONFIG_NAME, load_introspective_model
 from tina.core.models import embedded_model_dir
+from tina.engine.controller import EFFORT_SCALES
 from tina.engine.loop import Engine
 from tina.engine.types import EngineConfig, Request
 from tina.serve.service_config import ServiceConfig, load_service_config
@@ -99,6 +100,14 @@ def add_decoding_arguments(parser: Any) -> None:
     parser.add_argument(
         "--budget", type=int, default=None, help="fixed think budget (skips the heads' budget)"
     )
+    parser.add_argument(
+        "--effort",
+        choices=tuple(EFFORT_SCALES),
+        default=None,
+        help="reasoning effort: the heads' budget times "
+        + ", ".join(f"{k} {v:g}" for k, v in EFFORT_SCALES.items())
+        + " (of the budget cap without heads; --budget wins)",
+    )
     parser.add_argument("--max-answer-tokens", type=int, default=None, help="answer token cap")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
@@ -116,6 +125,7 @@ def request_from_args(args: Any, prompt: str, visible_cot: bool | None) -> Reque
     return Request(
         prompt=prompt,
         budget=args.budget,
+        effort=getattr(args, "effort", None),
         temperature=args.temperature,
         top_p=args.top_p,
         seed=args.seed,
