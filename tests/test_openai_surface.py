@@ -143,7 +143,11 @@ def test_the_server_renders_the_whole_conversation(shipped):
 
 def test_a_template_that_refuses_the_turns_is_a_400(byte_char_tokenizer):
     byte_char_tokenizer.chat_template = "{{ raise_exception('roles must alternate') }}"
-    engine = SimpleNamespace(tokenizer=byte_char_tokenizer, config=EngineConfig())
+    engine = SimpleNamespace(
+        tokenizer=byte_char_tokenizer,
+        config=EngineConfig(),
+        render_messages=lambda turns: render_messages(byte_char_tokenizer, turns),
+    )
     body = ChatCompletionRequest.model_validate({"model": MODEL, "messages": HISTORY})
     with pytest.raises(APIError) as info:
         engine_request(body, engine, SURFACE.limits)

@@ -426,3 +426,22 @@ def test_the_controller_loads_no_model_code() -> None:
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- a model with no reasoning format ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "request_fields, script, fed, answer_cap",
+    [
+        ({}, "a b EOS", "a b </answer>", 384 + 64),
+        ({"max_tokens": 2}, "a b c", "a b </answer>", 2),
+        ({"budget": 32}, "w . a EOS", "w . a </answer>", 384 + 64),
+    ],
+    ids=["ends-at-eos", "max-tokens-caps-the-answer", "a-budget-changes-nothing"],
+)
+def test_without_reasoning_the_row_answers_at_once(request_fields, script, fed, answer_cap):
+    row = new_row(Request("q", **request_fields), EngineConfig(), VOCAB, reasoning=False)
+    assert (row.phase, row.budget, row.soft_cap, row.answer_cap) == (ANSWER, 0, 0, answer_cap)
+    assert words(drive(row, script)) == fed
+    assert row.think_ids == [] and not row.forced_think_close

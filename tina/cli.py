@@ -69,6 +69,15 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Convert a GGUF model file into a plain Hugging Face model directory."""
+    from tina.core.gguf import convert_gguf
+
+    out = convert_gguf(args.file, args.out)
+    print(f"wrote {out} (load it with --base, or AutoModelForCausalLM.from_pretrained)")
+    return 0
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
     """Chat with a reasoning model; only the answer is shown unless --visible-cot."""
     from tina.chat import run_chat
@@ -477,6 +486,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="training YAML the form starts from (default: ./train_config.yaml)",
     )
 
+    p = _add(sub, "convert", cmd_convert)
+    p.add_argument("file", help="the .gguf file (llama.cpp, Ollama, LM Studio)")
+    p.add_argument("--out", required=True, help="the HF model directory to write")
+
     p = _add(sub, "validate", cmd_validate)
     p.add_argument(
         "paths", nargs="*", help="model/adapter dirs or config files (default: shipped + embedded)"
@@ -495,6 +508,7 @@ EXTRA_OF_MODULE = {
     "textual": "tui",
     "matplotlib": "plots",
     "tensorboard": "tensorboard",
+    "gguf": "gguf",
 }
 
 
@@ -518,12 +532,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     whose optional extra is not installed (`missing_extra`)."""
     from tina.core.calibration import CalibrationError
     from tina.core.checks import ConfigError
+    from tina.core.gguf import GGUFError
     from tina.data.contract import ContractError
 
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except (CalibrationError, ConfigError, ContractError, FileNotFoundError) as exc:
+    except (CalibrationError, ConfigError, ContractError, GGUFError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as exc:

@@ -228,8 +228,11 @@ def load_introspective_model(
 
             with warnings.catch_warnings():  # peft 0.21 reads a property transformers 5 renamed
                 warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated")
-                model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
-            model.eval()
+                peft_model: Any = PeftModel.from_pretrained(
+                    model, str(adapter_dir), is_trainable=False
+                )
+            model = peft_model.eval()
+            model.tina_reasoning_format = True  # an adapter Tina trained knows the tags
         elif not (adapter_dir / CONFIG_NAME).is_file():
             raise FileNotFoundError(
                 f"{adapter_dir}: holds neither adapter_config.json (PEFT LoRA) nor {CONFIG_NAME}"

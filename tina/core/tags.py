@@ -318,6 +318,12 @@ def _is_added_token(tokenizer: Any, tag: str) -> bool:
     return tag in tokenizer.get_vocab()
 
 
+def knows_thinking_tags(tokenizer: Any) -> bool:
+    """Whether the tokenizer carried `<think>` and `</think>` before Tina added any: a model
+    trained with them (DeepSeek-R1-Distill, the embedded model, a Tina adapter's tokenizer)."""
+    return all(_is_added_token(tokenizer, tag) for tag in (THINK_OPEN, THINK_CLOSE))
+
+
 def ensure_reasoning_tokens(tokenizer: Any, model: Any = None) -> dict[str, int]:
     """Make every reasoning tag a single token id; returns {tag: id}.
 
@@ -341,7 +347,14 @@ def ensure_reasoning_tokens(tokenizer: Any, model: Any = None) -> dict[str, int]
     if model is not None:
         rows = int(model.get_input_embeddings().weight.shape[0])
         if rows < len(tokenizer):
-            model.resize_token_embeddings(len(tokenizer))
+            from transformers.utils import logging as hf_logging
+
+            verbosity = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()  # its note on how new rows are initialised
+            try:
+                model.resize_token_embeddings(len(tokenizer))
+            finally:
+                hf_logging.set_verbosity(verbosity)
             rows = int(model.get_input_embeddings().weight.shape[0])
         too_big = {tag: i for tag, i in ids.items() if i >= rows}
         if too_big:

@@ -133,11 +133,30 @@ def new_row(
     has_heads: bool = False,
     exit_threshold: float | None = None,
     generator: Any = None,
+    reasoning: bool = True,
 ) -> Row:
     """The row of `request`: budget, soft cap (`floor(budget · (1 + slack))`, at most
     `max_tokens − 1`), answer cap, and whether the exit check and the extension apply
     (`has_heads`: the heads can read this row; `exit_threshold`: the calibration's, unless the
-    check is off). A soft cap of 0 queues `</think>` at once."""
+    check is off). A soft cap of 0 queues `</think>` at once. `reasoning=False`: no think
+    phase — the row starts in the answer, which may take what thinking and answering together
+    could (`max_tokens`, else `budget_cap + max_answer_tokens`) and ends at EOS."""
+    if not reasoning:
+        cap = request.max_answer_tokens or request.max_tokens
+        row = Row(
+            vocab=vocab,
+            budget=0,
+            soft_cap=0,
+            answer_cap=cap or config.budget_cap + config.max_answer_tokens,
+            step_cap=0,
+            token_limit=request.max_tokens,
+            stops=tuple(s for s in request.stop if s),
+            temperature=request.temperature,
+            top_p=request.top_p,
+            generator=generator,
+            phase=ANSWER,
+        )
+        return row
     budget = choose_budget(request, config, prediction)
     slack = config.slack_ratio if request.slack_ratio is None else request.slack_ratio
     think_limit = None if request.max_tokens is None else max(0, request.max_tokens - 1)

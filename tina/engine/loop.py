@@ -19,7 +19,7 @@ What it does not do: per-token decisions (the controller), scheduling or threads
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -122,6 +122,12 @@ class Engine:
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         )
         self.device = next(model.parameters()).device
+        #: think before answering (`EngineConfig.reasoning`; None: what the model knows)
+        self.reasoning = (
+            bool(getattr(model, "tina_reasoning_format", True))
+            if self.config.reasoning is None
+            else self.config.reasoning
+        )
         self.forward_calls = 0  #: model forwards run so far (one prefill + one per step)
         self._step_ends: dict[int, bool] = {}
         self._vocab = Vocab(
@@ -137,10 +143,15 @@ class Engine:
     # --- public -------------------------------------------------------------------------------
 
     def render(self, question: str) -> str:
-        """`question` through the tokenizer's chat template, ending with `<think>`."""
-        from tina.core.models import render_prompt
+        """`question` through the tokenizer's chat template, ending with `<think>` (when the
+        engine reasons)."""
+        return self.render_messages([{"role": "user", "content": question}])
 
-        return render_prompt(self.tokenizer, question)
+    def render_messages(self, messages: Sequence[Mapping[str, Any]]) -> str:
+        """A conversation through the chat template, as this engine decodes it."""
+        from tina.core.models import render_messages
+
+        return render_messages(self.tokenizer, messages, think=self.reasoning)
 
     @torch.inference_mode()
     def generate(
@@ -313,6 +324,7 @@ class Engine:
             has_heads=heads is not None,
             exit_threshold=self._exit_threshold(),
             generator=generator,
+            reasoning=self.reasoning,
         )
 
     def _sample(self, row: Row, logits: torch.Tensor) -> int:

@@ -32,6 +32,10 @@ class EngineConfig:
     extension_threshold: float = 0.5  #: extend when confidence at the soft cap is below this
     extension_ratio: float = 0.5  #: the extension adds budget · extension_ratio tokens
     exit_check: bool = True  #: apply the calibration's `exit_threshold`, when it has one
+    #: think before answering: True, False (the model's own format: its template's generation
+    #: prompt, no think phase, the answer until EOS), or None: True when the model knows the
+    #: tags (`tina.core.models.load_model` records it), else False
+    reasoning: bool | None = None
 
     @classmethod
     def from_service_config(cls, service: Any) -> EngineConfig:

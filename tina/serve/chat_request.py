@@ -17,7 +17,6 @@ from typing import Any
 
 from jinja2 import TemplateError
 
-from tina.core.models import render_messages
 from tina.engine.controller import EFFORT_SCALES
 from tina.engine.loop import Engine
 from tina.engine.types import Request, resolve_visibility
@@ -134,7 +133,7 @@ def engine_request(chat: ChatCompletionRequest, engine: Engine, limits: Limits) 
             code="invalid_value",
         )
     try:
-        prompt = render_messages(engine.tokenizer, turns)
+        prompt = engine.render_messages(turns)
     except TemplateError as exc:  # a model's template may refuse an order of roles
         raise APIError(
             400, f"messages: the chat template refused them: {exc}"[:300], param="messages"
