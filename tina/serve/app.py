@@ -31,6 +31,7 @@ from fastapi import Request as HTTPRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tina.core.checks import ConfigError, Problem, parse_strict_json
@@ -406,6 +407,8 @@ def create_app(
             stream_events(cid, created, model_name, ticket, deltas, engine_req, include_usage),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            # also when the client left before the stream began (the generator never ran)
+            background=BackgroundTask(ticket.cancel),
         )
 
     return app
