@@ -109,3 +109,35 @@ def test_a_bad_gguf_file_is_one_error_naming_it(tmp_path, content, message):
     with pytest.raises(GGUFError, match=message) as info:
         load_gguf(path)
     assert str(path) in str(info.value)
+
+
+def test_the_engine_batch_equals_its_single_runs_on_the_real_model(real):
+    from tina.engine.loop import Engine
+    from tina.engine.types import Request
+
+    model, tokenizer = real
+    engine = Engine(model, tokenizer)
+    requests = [Request(q, max_tokens=6) for q in ("What is 2 + 2?", "Name a colour.", "Hi")]
+    batch = engine.generate(requests)
+    for request, together in zip(requests, batch, strict=True):
+        (alone,) = engine.generate([request])
+        assert together.completion == alone.completion
+        assert together.telemetry.answer_tokens == alone.telemetry.answer_tokens
+
+
+def test_heads_attach_to_the_30_layer_model_and_read_float32_taps(real):
+    from tina.core.introspection import attach_introspection, remove_introspection
+    from tina.core.metacog_heads import record_taps
+
+    model, tokenizer = real
+    intro = attach_introspection(model)
+    try:
+        ids = tokenizer(render_prompt(tokenizer, "What is 37 + 45?"), return_tensors="pt")
+        with torch.no_grad(), record_taps() as taps:
+            model(**ids)
+            out = intro.heads(taps, ids.attention_mask)
+        assert taps and all(t.dtype == torch.float32 and t.shape[-1] == 576 for t in taps.values())
+        assert len(intro.adapters) == 4  # at depth 0.25 / 0.5 / 0.75 / 1.0 of 30 layers
+        assert out.plan_logits.shape == (1, 4) and torch.isfinite(out.confidence_logit).all()
+    finally:
+        remove_introspection(model)
