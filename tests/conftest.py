@@ -147,3 +147,17 @@ def wait_until(condition, what: str, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.005)
+
+
+#: the smallest self-play run the trainer tests use: one deduction proposal and solve
+SELF_PLAY_SMALL = {
+    "iterations": 1,
+    "task_types": ["deduction"],
+    "num_propose": 1,
+    "num_solve": 1,
+    "num_mc_rollouts": 2,
+    "seed_tasks_per_mode": 4,
+    "solve_budget": 24,
+    "propose_budget": 4,
+    "propose_answer_tokens": 48,
+}

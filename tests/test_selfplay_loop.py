@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import SELF_PLAY_SMALL
 
 from tina.cli import main
 from tina.core.introspection import IntrospectionConfig, attach_introspection
@@ -187,17 +188,7 @@ def test_one_iteration_on_the_embedded_model_updates_only_the_adapters(embedded_
 
 # --- trainer modes -------------------------------------------------------------------------------
 
-SMALL = {
-    "iterations": 2,
-    "task_types": ["deduction"],
-    "num_propose": 1,
-    "num_solve": 1,
-    "num_mc_rollouts": 2,
-    "seed_tasks_per_mode": 4,
-    "solve_budget": 24,
-    "propose_budget": 4,
-    "propose_answer_tokens": 48,
-}
+SMALL = {**SELF_PLAY_SMALL, "iterations": 2}
 
 
 def _write(tmp_path: Path, **raw) -> Path:

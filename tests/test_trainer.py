@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import SELF_PLAY_SMALL
 from safetensors.torch import load_file
 
 from tina.cli import main
@@ -269,19 +270,6 @@ def test_one_cycle_on_a_file_without_records_is_one_line_and_creates_nothing(
     assert not output.exists()
 
 
-SELF_PLAY_ONE = {
-    "iterations": 1,
-    "task_types": ["deduction"],
-    "num_propose": 1,
-    "num_solve": 1,
-    "num_mc_rollouts": 2,
-    "seed_tasks_per_mode": 4,
-    "solve_budget": 24,
-    "propose_budget": 4,
-    "propose_answer_tokens": 48,
-}
-
-
 @pytest.mark.parametrize(
     ("written", "resumed"),
     [
@@ -294,7 +282,7 @@ def test_resuming_in_another_mode_names_both_modes_and_the_checkpoint(
 ):
     def write_config(mode: str) -> Path:
         return _config(
-            tmp_path, data_file, mode=mode, steps=1, save_every=1, self_play=SELF_PLAY_ONE
+            tmp_path, data_file, mode=mode, steps=1, save_every=1, self_play=SELF_PLAY_SMALL
         )
 
     assert main(["train", "--train-config", str(write_config(written)), "--no-progress"]) == 0

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from tina.core.atomic import atomic_directory, recover_directory
+from tina.core.atomic import ASIDE_SUFFIX, atomic_directory, recover_directory
 from tina.core.calibration import CALIBRATION_FILE
 from tina.core.checks import json_safe
 from tina.core.introspection import (
@@ -77,9 +77,9 @@ def latest_checkpoint(output: Path) -> Path | None:
     found = []
     for p in output.glob(f"{CHECKPOINT_PREFIX}*"):
         step = p.name[len(CHECKPOINT_PREFIX) :]
-        if step.endswith(".old"):  # a swap cut short by a crash: the old version comes back
-            recover_directory(p.with_name(p.name[: -len(".old")]))
-            step = step[: -len(".old")]
+        if step.endswith(ASIDE_SUFFIX):  # a swap cut short by a crash: the old one comes back
+            step = step.removesuffix(ASIDE_SUFFIX)
+            recover_directory(output / f"{CHECKPOINT_PREFIX}{step}")
         if step.isdigit():
             found.append((int(step), output / f"{CHECKPOINT_PREFIX}{step}"))
     found = [(s, p) for s, p in found if p.is_dir()]
