@@ -141,3 +141,114 @@ def test_heads_attach_to_the_30_layer_model_and_read_float32_taps(real):
         assert out.plan_logits.shape == (1, 4) and torch.isfinite(out.confidence_logit).all()
     finally:
         remove_introspection(model)
+
+
+# --- the reasoning SmolLM2: the adapter `tina sft` trained, shipped in models/Tina -------------
+
+TINA_ADAPTER = REAL_MODEL.parent / "Tina"
+
+
+def _shipped_checkpoint() -> Path:
+    from tina.train.checkpoints import latest_checkpoint
+
+    found = latest_checkpoint(_require(TINA_ADAPTER, "the shipped Tina adapter"))
+    return _require(found or TINA_ADAPTER / "checkpoint-N", "a checkpoint of the Tina adapter")
+
+
+@pytest.fixture(scope="module")
+def tina_engine():
+    from tina.core.introspection import load_introspective_model
+    from tina.engine.loop import Engine
+    from tina.engine.types import EngineConfig
+
+    checkpoint = _shipped_checkpoint()
+    model, tokenizer, intro = load_introspective_model(
+        REAL_MODEL.parent, REAL_MODEL.name, TINA_ADAPTER.name, checkpoint.name, device="cpu"
+    )
+    return Engine(model, tokenizer, intro, EngineConfig(budget_cap=128, max_answer_tokens=16))
+
+
+def test_the_seeds_command_line_runs_verbatim_and_prints_the_answer():
+    import subprocess
+    import sys
+
+    checkpoint = _shipped_checkpoint()
+    command = [
+        sys.executable, "-m", "tina", "chat", "--models-root", "models",
+        "--base", "SmolLM2-135M-Instruct", "--adapter", "Tina", "--subfolder", checkpoint.name,
+        "--budget-cap", "128", "--temperature", "0.2", "--top-p", "0.95", "--no-stream",
+        "--prompt", "Add 37 and 45",
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, cwd=REAL_MODEL.parents[1]
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "82"
+
+
+def test_the_adapter_thinks_in_digit_traces_and_answers(tina_engine):
+    from tina.engine.types import Request
+
+    results = tina_engine.generate(
+        [Request("Add 37 and 45"), Request("Subtract 128 from 512"), Request("Multiply 23 by 4")]
+    )
+    assert [r.output for r in results] == ["82", "384", "92"]
+    assert results[0].think_text.startswith("7+5+0=12 r2;")
+    assert all(r.telemetry.think_tokens > 0 for r in results)
+
+
+def test_the_server_answers_the_openai_client_with_the_adapter(tina_engine):
+    from dataclasses import replace
+
+    from test_serve import KEY, SERVICE, LiveServer
+
+    from tina.serve.app import create_app
+
+    service = replace(SERVICE, budget_cap=128)
+    app = create_app(tina_engine, service, model_name="tina-smollm2", api_keys=[KEY])
+    server = LiveServer(app)
+    try:
+        reply = server.client().chat.completions.create(
+            model="tina-smollm2",
+            messages=[{"role": "user", "content": "Add 37 and 45"}],
+            extra_body={"visible_cot": True},
+        )
+    finally:
+        server.stop()
+    message = reply.choices[0].message
+    assert message.content == "82"
+    assert reply.usage.completion_tokens_details.reasoning_tokens > 0
+    assert "7+5" in (getattr(message, "reasoning_content", None) or "")
+
+
+def test_a_short_sft_run_lowers_the_loss_and_writes_a_loadable_adapter(tmp_path):
+    from tina.core.introspection import load_introspective_model
+    from tina.train.data import collate
+    from tina.train.sft import completion_loss, sft, sft_examples
+    from tina.train.sft_config import SFTConfig
+
+    _require(REAL_MODEL, "the converted model")
+    config = SFTConfig(
+        models_root=str(REAL_MODEL.parent),
+        base=REAL_MODEL.name,
+        output_dir=str(tmp_path / "Tina"),
+        tasks={"add": {"n": 8, "difficulties": [2]}},
+        steps=3,
+        batch_size=4,
+        lr=2e-3,
+        warmup_steps=0,
+        save_every=3,
+        log_every=1,
+    )
+    summary = sft(config, progress=False)
+    assert summary["step"] == 3
+    checkpoint = tmp_path / "Tina" / "checkpoint-3"
+    model, tokenizer, _ = load_introspective_model(
+        REAL_MODEL.parent, REAL_MODEL.name, str(tmp_path / "Tina"), checkpoint.name
+    )
+    base, _ = load_model(REAL_MODEL, device="cpu")
+    batch = collate(sft_examples(tokenizer, config), tokenizer.pad_token_id)
+    with torch.no_grad():
+        before, after = (float(completion_loss(m, batch)[0]) for m in (base, model))
+    assert after < before - 1.0, (before, after)
+    assert (checkpoint / "adapter_model.safetensors").stat().st_size < 25_000_000

@@ -101,18 +101,49 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_quality(args: argparse.Namespace) -> int:
     """Accuracy per task and difficulty with full, cut and no thinking."""
-    from tina.core.models import embedded_model_dir, load_model
-    from tina.eval.quality import evaluate_quality, quality_markdown_table, write_quality
+    from tina.core.introspection import load_introspective_model
+    from tina.core.models import embedded_model_dir
+    from tina.eval.quality import (
+        DEFAULT_SHARES,
+        DEFAULT_SUITE,
+        evaluate_quality,
+        parse_shares,
+        parse_suite,
+        quality_markdown_table,
+        write_quality,
+    )
     from tina.train.bootstrap import seen_questions_of
+    from tina.train.sft import adapter_training_questions
 
-    model_dir = Path(args.model) if args.model else embedded_model_dir()
-    model, tokenizer = load_model(model_dir)
+    try:
+        suite = parse_suite(args.suite) if args.suite else DEFAULT_SUITE
+        shares = parse_shares(args.shares) if args.shares else DEFAULT_SHARES
+    except ValueError as exc:
+        print(f"error: --suite/--shares: {exc}", file=sys.stderr)
+        return 2
+    if args.base:
+        root = Path(args.models_root or ".")
+        model, tokenizer, _ = load_introspective_model(
+            root, args.base, args.adapter, args.subfolder
+        )
+        adapter_dir = None
+        if args.adapter:
+            adapter_dir = root / args.adapter / (args.subfolder or "")
+        seen = seen_questions_of(root / args.base)
+        seen |= adapter_training_questions(adapter_dir) if adapter_dir else set()
+    else:
+        model_dir = Path(args.model) if args.model else embedded_model_dir()
+        model, tokenizer, _ = load_introspective_model(model_dir.parent, model_dir.name)
+        seen = seen_questions_of(model_dir)
     started = time.perf_counter()
     rows = evaluate_quality(
         model,
         tokenizer,
+        suite=suite,
         n=args.n,
-        seen_questions=seen_questions_of(model_dir),
+        shares=shares,
+        batch_size=args.batch_size,
+        seen_questions=seen,
         progress=lambda line: print(line, flush=True),
     )
     csv_path, md_path = write_quality(rows, Path(args.out))
@@ -172,6 +203,41 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         summary = run(config, resume=args.resume, progress=not args.no_progress)
     except (TrainDataError, CheckpointError) as exc:  # raised before anything is written
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if summary:
+        shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}
+        print(f"done: {shown}")
+    return 0
+
+
+def cmd_sft(args: argparse.Namespace) -> int:
+    """LoRA fine-tuning of a pretrained model on reasoning records (a PEFT adapter), resumable."""
+    import torch
+
+    from tina.core.checks import ConfigError
+    from tina.train.checkpoints import CheckpointError
+    from tina.train.data import TrainDataError
+    from tina.train.sft import sft
+    from tina.train.sft_config import load_sft_config
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides: dict[str, Any] = {}
+    for key in ("steps", "output_dir", "base", "models_root"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    if args.data:
+        overrides["train_data"] = list(args.data)
+    try:
+        config = load_sft_config(args.config, overrides)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        summary = sft(config, resume=args.resume, progress=not args.no_progress)
+    except (TrainDataError, CheckpointError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if summary:
@@ -409,6 +475,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    p = _add(sub, "sft", cmd_sft)
+    p.add_argument(
+        "--config", default="configs/sft_smollm2.yaml", help="sft YAML (default: %(default)s)"
+    )
+    p.add_argument("--models-root", default=None, help="where --base is found (overrides)")
+    p.add_argument("--base", default=None, help="base model directory or .gguf (overrides)")
+    p.add_argument(
+        "--data", action="append", default=None, help="contract JSONL (repeatable; overrides)"
+    )
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (overrides)")
+    p.add_argument("--output-dir", default=None, help="checkpoints and metrics directory")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     p = _add(sub, "serve", cmd_serve)
     from tina.serve.flags import add_serve_arguments
     from tina.serve.runtime import add_model_arguments
@@ -438,6 +519,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _add(sub, "quality", cmd_quality)
     p.add_argument("--model", default=None, help="local HF model directory (default: embedded)")
+    p.add_argument("--models-root", default=None, help="directory holding --base and --adapter")
+    p.add_argument("--base", default=None, help="base model under --models-root (or --model)")
+    p.add_argument("--adapter", default=None, help="PEFT adapter directory under --models-root")
+    p.add_argument("--subfolder", default=None, help="checkpoint subfolder of --adapter")
+    p.add_argument(
+        "--suite", default=None, help="tasks and levels, e.g. 'add=2,3;mul=2' (default: all)"
+    )
+    p.add_argument("--shares", default=None, help="think shares, e.g. 'full,0.5,0' (default)")
+    p.add_argument("--batch-size", type=int, default=64, help="rows decoded together")
     p.add_argument("--n", type=int, default=100, help="held-out items per task and difficulty")
     p.add_argument("--out", default="artifacts", help="directory for quality.csv and quality.md")
 

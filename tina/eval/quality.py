@@ -53,6 +53,46 @@ class QualityRow:
     n: int
 
 
+def parse_suite(text: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """`add=2,3,4;mul=2,3` as ((task, difficulties), …); a ValueError naming the bad part."""
+    suite = []
+    for part in (p.strip() for p in text.split(";") if p.strip()):
+        task, _, levels = part.partition("=")
+        if task not in TASKS:
+            raise ValueError(f"{part!r}: unknown task {task!r}; expected one of {sorted(TASKS)}")
+        try:
+            difficulties = tuple(int(d) for d in levels.split(",")) if levels else None
+        except ValueError:
+            raise ValueError(f"{part!r}: difficulties must be integers, e.g. add=2,3") from None
+        known = TASKS[task].difficulties
+        if difficulties is None:
+            difficulties = known
+        bad = [d for d in difficulties if d not in known]
+        if bad:
+            raise ValueError(f"{part!r}: task {task!r} has no difficulty {bad}; it has {known}")
+        suite.append((task, difficulties))
+    if not suite:
+        raise ValueError("empty suite; e.g. add=2,3;sub=2,3")
+    return tuple(suite)
+
+
+def parse_shares(text: str) -> tuple[float | None, ...]:
+    """`full,0.5,0` as (None, 0.5, 0.0); a ValueError naming the bad share."""
+    shares: list[float | None] = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        if part == "full":
+            shares.append(None)
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            raise ValueError(f"{part!r}: a share is 'full' or a number in [0, 1]") from None
+        if not 0 <= value <= 1:
+            raise ValueError(f"{part!r}: a share is 'full' or a number in [0, 1]")
+        shares.append(value)
+    return tuple(shares) or DEFAULT_SHARES
+
+
 def share_label(share: float | None) -> str:
     return "full" if share is None else f"{share:g}"
 

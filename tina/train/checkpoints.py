@@ -7,7 +7,10 @@
 - `latest_checkpoint(output)` finds the newest; `load_checkpoint(path, mode)` reads its state and
   refuses one written in another mode, naming both and the checkpoint.
 - `load_parts(config, device, checkpoint)`: model, tokenizer and introspection parts of a run.
-- `StopFlag`, `seed_everything`, `write_metrics` (`metrics.jsonl` + TensorBoard).
+- `StopFlag`, `seed_everything`, `write_metrics` (`metrics.jsonl` + TensorBoard),
+  `make_accelerator` (Accelerate, gloo on CPU under a multi-process launch) and `progress_bar`.
+- `write_checkpoint(output, step, write_parts, state, mode)`: the same for any loop's parts
+  (`tina sft` writes a PEFT adapter directory); `prune_checkpoints` keeps the newest few.
 
 What it does not do: decide what a state holds (each loop puts its optimizer, data position and
 RNG states in), or run any training.
@@ -16,10 +19,12 @@ RNG states in), or run any training.
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +58,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def write_checkpoint(
+    output: Path, step: int, write_parts: Callable[[Path], None], state: dict[str, Any], mode: str
+) -> Path:
+    """Write `checkpoint-<step>` as a whole: what `write_parts(directory)` puts there, the loop's
+    `state` (with `mode` and `step`) and the run's calibration file, if any; returns its path."""
+    final = output / f"{CHECKPOINT_PREFIX}{step}"
+    with atomic_directory(final) as tmp:
+        write_parts(tmp)
+        torch.save({**state, "mode": mode, "step": step}, tmp / STATE_FILE)
+        calibration = output / CALIBRATION_FILE
+        if calibration.is_file():
+            shutil.copy2(calibration, tmp / CALIBRATION_FILE)
+    return final
+
+
 def save_checkpoint(
     output: Path,
     step: int,
@@ -61,15 +81,23 @@ def save_checkpoint(
     mode: str,
     base_weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write `checkpoint-<step>` as a whole; returns its path."""
-    final = output / f"{CHECKPOINT_PREFIX}{step}"
-    with atomic_directory(final) as tmp:
-        save_introspection(intro, tmp, base_weights)
-        torch.save({**state, "mode": mode, "step": step}, tmp / STATE_FILE)
-        calibration = output / CALIBRATION_FILE
-        if calibration.is_file():
-            shutil.copy2(calibration, tmp / CALIBRATION_FILE)
-    return final
+    """`write_checkpoint` of the introspection parts (+ changed base weights)."""
+    return write_checkpoint(
+        output, step, lambda tmp: save_introspection(intro, tmp, base_weights), state, mode
+    )
+
+
+def prune_checkpoints(output: Path, keep: int) -> None:
+    """Remove all but the newest `keep` checkpoints in `output` (0: keep all)."""
+    if keep <= 0:
+        return
+    found = sorted(
+        (int(p.name[len(CHECKPOINT_PREFIX) :]), p)
+        for p in output.glob(f"{CHECKPOINT_PREFIX}*")
+        if p.name[len(CHECKPOINT_PREFIX) :].isdigit() and p.is_dir()
+    )
+    for _, path in found[:-keep]:
+        shutil.rmtree(path)
 
 
 def latest_checkpoint(output: Path) -> Path | None:
@@ -160,3 +188,38 @@ def write_metrics(path: Path, record: dict[str, Any], writer: Any) -> None:
             if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step":
                 writer.add_scalar(f"train/{key}", value, record["step"])
         writer.flush()
+
+
+def make_accelerator() -> Any:
+    """The run's `accelerate.Accelerator`. Under a multi-process launch (torchrun sets
+    LOCAL_RANK) on a machine without CUDA, the processes run on CPU with gloo; Accelerate
+    would otherwise fall back to one lone process."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    on_cpu = "LOCAL_RANK" in os.environ and not torch.cuda.is_available()
+    # A step's graph reaches only the parts its loss weights use (the exit head, extension
+    # heads, the consistency terms come and go): DDP must look for the unused parameters.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    return Accelerator(cpu=on_cpu, kwargs_handlers=[ddp])
+
+
+def progress_bar(label: str, enabled: bool) -> Any:
+    """A rich progress bar (`label`, bar, done/total, elapsed, remaining); silent when not
+    `enabled` (another process, or `--no-progress`)."""
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    return Progress(*columns, disable=not enabled)

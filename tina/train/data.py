@@ -2,13 +2,16 @@
 
 What it does:
 - `load_examples` reads a contract file (`tina.data.contract.read_contract_jsonl`, strict by
-  default) and tokenizes every record with `tina.core.tags.segment_and_masks` (the one place that
-  knows where think and answer are), keeping the head targets: plan class index, budget target
-  (`think_tokens_used` when present — the on-policy measurement — else `target_budget`),
-  correctness, constraint vector, and the `rewrite_pair_id`; a file that is missing, breaks the
-  contract (strict) or holds no record is a `TrainDataError` naming it;
+  default), renders each record's prompt through the model's chat template (`chat_text`: a
+  pretrained model sees its system prompt and turn markers, as in serving) and tokenizes it with
+  `tina.core.tags.segment_and_masks` (the one place that knows where think and answer are),
+  keeping the head targets: plan class index, budget target (`think_tokens_used` when present — the
+  on-policy measurement — else `target_budget`), correctness, constraint vector, and the
+  `rewrite_pair_id`; a file that is missing, breaks the contract (strict) or holds no record is
+  a `TrainDataError` naming it;
 - `batch_order` groups examples into batches, keeping paraphrase pairs (records sharing a
   `rewrite_pair_id`) in the same batch and next to each other, seeded;
+- `length_grouped_batches`: seeded batches of rows of like length (less padding);
 - `collate` right-pads a batch into tensors: `input_ids`, `attention_mask`, `labels` (-100
   outside the completion), `loss_mask`, `think_mask`, `answer_mask`, `prompt_mask` (the prompt
   up to and including `<think>`: what the heads pool, exactly the positions the engine's
@@ -33,8 +36,9 @@ from typing import Any
 
 import torch
 
+from tina.core.models import render_prompt
 from tina.core.plans import plan_index
-from tina.core.tags import segment_and_masks
+from tina.core.tags import THINK_OPEN, segment_and_masks
 from tina.data.contract import ContractError, read_contract_jsonl
 
 
@@ -67,11 +71,27 @@ class Example:
     record: dict[str, Any] = field(default_factory=dict)  #: the source record
 
 
+def chat_text(tokenizer: Any, text: str, eos: bool = False) -> str:
+    """A contract text as the model sees it: its prompt (the text before `<think>`, the
+    embedded template's trailing newline dropped) rendered by the tokenizer's chat template
+    (`tina.core.models.render_prompt`, ending with `<think>`), then the record's think and
+    answer as written, then the tokenizer's eos when `eos` (the end of the assistant turn). For
+    the embedded model's template the text comes back unchanged."""
+    if THINK_OPEN not in text:
+        raise ValueError(f"cannot segment text: no {THINK_OPEN!r} tag")
+    prompt, rest = text.split(THINK_OPEN, 1)
+    question = prompt[:-1] if prompt.endswith("\n") else prompt
+    rendered = render_prompt(tokenizer, question) + rest
+    return rendered + tokenizer.eos_token if eos and tokenizer.eos_token else rendered
+
+
 def example_from_record(
-    tokenizer: Any, record: dict[str, Any], max_length: int | None = None
+    tokenizer: Any, record: dict[str, Any], max_length: int | None = None, eos: bool = False
 ) -> Example:
-    """Tokenize one contract record (see module docstring for the targets)."""
-    seg = segment_and_masks(tokenizer, record["text"], max_length=max_length)
+    """Tokenize one contract record, its prompt through the tokenizer's chat template
+    (`chat_text`; see module docstring for the targets)."""
+    text = chat_text(tokenizer, record["text"], eos)
+    seg = segment_and_masks(tokenizer, text, max_length=max_length)
     prompt_length = seg.loss_mask.index(1) if 1 in seg.loss_mask else len(seg.input_ids)
     budget = record.get("think_tokens_used", record.get("target_budget", -1))
     correct = record.get("correct")
@@ -100,7 +120,11 @@ def example_from_record(
 
 
 def load_examples(
-    tokenizer: Any, path: str | Path, strict: bool = True, max_length: int | None = None
+    tokenizer: Any,
+    path: str | Path,
+    strict: bool = True,
+    max_length: int | None = None,
+    eos: bool = False,
 ) -> list[Example]:
     """Every record of a contract JSONL file as an `Example`; a `TrainDataError` naming the file
     when it is missing or unreadable, when a record is bad (`strict`; else bad ones are skipped),
@@ -116,7 +140,7 @@ def load_examples(
     examples = []
     for line, record in zip(result.line_numbers, result.records, strict=True):
         try:
-            examples.append(example_from_record(tokenizer, record, max_length))
+            examples.append(example_from_record(tokenizer, record, max_length, eos))
         except ValueError as exc:
             if strict:
                 raise TrainDataError(f"{path}:{line}: {exc}") from None
@@ -147,6 +171,24 @@ def batch_order(examples: Sequence[Example], batch_size: int, seed: int) -> list
         current += unit
     if current:
         batches.append(current)
+    return batches
+
+
+def length_grouped_batches(
+    lengths: Sequence[int], batch_size: int, seed: int, megabatch: int = 50
+) -> list[list[int]]:
+    """Batches of indices with rows of like length together (less padding), as transformers'
+    `group_by_length`: shuffle by `seed`, sort each run of `megabatch` batches by length, cut
+    it into batches, shuffle the batches."""
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    batches: list[list[int]] = []
+    step = batch_size * megabatch
+    for start in range(0, len(order), step):
+        chunk = sorted(order[start : start + step], key=lambda i: lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
     return batches
 
 

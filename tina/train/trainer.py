@@ -16,7 +16,6 @@ What it does not do: read the config (`tina.train.config`), compute the losses
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import time
@@ -37,6 +36,8 @@ from tina.train.checkpoints import (
     latest_checkpoint,
     load_checkpoint,
     load_parts,
+    make_accelerator,
+    progress_bar,
     save_checkpoint,
     seed_everything,
     write_metrics,
@@ -255,24 +256,11 @@ class _Run:
             write_metrics(self.output / "metrics.jsonl", record, self.writer)
 
 
-def _accelerator() -> Any:
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
-
-    # Under a multi-process launch (torchrun sets LOCAL_RANK) on a machine without CUDA, run the
-    # processes on CPU with gloo; Accelerate would otherwise fall back to one lone process.
-    on_cpu = "LOCAL_RANK" in os.environ and not torch.cuda.is_available()
-    # A step's graph reaches only the parts its loss weights use (the exit head, extension
-    # heads, the consistency terms come and go): DDP must look for the unused parameters.
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    return Accelerator(cpu=on_cpu, kwargs_handlers=[ddp])
-
-
 def _set_up(config: TrainConfig, resume: bool, interleave: Interleave | None) -> _Run:
     """Model, data, optimizer and the resumed state. A checkpoint of another mode
     (`CheckpointError`) or unusable data (`TrainDataError`) fails here, before anything is
     written."""
-    accelerator = _accelerator()
+    accelerator = make_accelerator()
     seed_everything(config.seed)
     checkpoint = latest_checkpoint(Path(config.output_dir)) if resume else None
     state = load_checkpoint(checkpoint, config.mode) if checkpoint is not None else None
@@ -455,25 +443,6 @@ def _finish(run: _Run, summary: dict[str, Any]) -> None:
         torch.distributed.destroy_process_group()
 
 
-def _progress_bar(enabled: bool) -> Any:
-    from rich.progress import (
-        BarColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = [
-        TextColumn("[bold]train"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    ]
-    return Progress(*columns, disable=not enabled)
-
-
 def train(
     config: TrainConfig,
     resume: bool = False,
@@ -487,7 +456,7 @@ def train(
     iterations, `tina.selfplay.loop.HybridSchedule`)."""
     run = _set_up(config, resume, interleave)
     summary: dict[str, Any] = {}
-    with StopFlag() as stop, _progress_bar(progress and run.main) as bar:
+    with StopFlag() as stop, progress_bar("train", progress and run.main) as bar:
         task = bar.add_task("train", total=config.steps, completed=run.step)
         for step in range(run.step, config.steps):
             phase = _phase_at(config, step)
