@@ -168,6 +168,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_summary(summary: dict[str, Any]) -> None:
+    """A training run's last metrics line, floats rounded, as `done: {…}`."""
+    if summary:
+        shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}
+        print(f"done: {shown}")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train the introspection parts (phases from train_config.yaml), resumable."""
     from tina.core.checks import ConfigError
@@ -205,9 +212,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except (TrainDataError, CheckpointError) as exc:  # raised before anything is written
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if summary:
-        shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}
-        print(f"done: {shown}")
+    _print_summary(summary)
     return 0
 
 
@@ -240,9 +245,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
     except (TrainDataError, CheckpointError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if summary:
-        shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}
-        print(f"done: {shown}")
+    _print_summary(summary)
     return 0
 
 
