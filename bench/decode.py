@@ -25,9 +25,13 @@ Goals: ratio ≤ 1.05 at batch 1 (heads and phase switches nearly free; the anch
 Quiet-STaR's published inference, ~7.7× slower than its base model) and throughput parity at
 batch 16 (engine tok/s ÷ generate tok/s ≥ 1.0, i.e. ratio ≤ 1.0).
 
-    nice -n 5 python bench/decode.py [--model DIR] [--repeats 5] [--threads N]
-        [--budget 64] [--answer-cap 32] [--questions 16] [--single N]
-        [--goal-single 1.05] [--goal-batch 1.0]
+A pretrained model with a Tina LoRA (`--models-root models --base SmolLM2-135M-Instruct
+--adapter Tina --subfolder checkpoint-N`) is measured the same way: both copies carry the
+adapter, and the `introspective` copy uses the parts saved beside it when there are any.
+
+    nice -n 5 python bench/decode.py [--model DIR | --models-root R --base B [--adapter A
+        --subfolder S]] [--repeats 5] [--threads N] [--budget 64] [--answer-cap 32]
+        [--questions 16] [--single N] [--goal-single 1.05] [--goal-batch 1.0]
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig
 
-from tina.core.introspection import attach_introspection
+from tina.core.introspection import attach_introspection, load_introspective_model
 from tina.core.models import load_model, render_prompt
 from tina.data.tasks import TASKS, generate_records
 from tina.engine.loop import Engine
@@ -58,6 +62,20 @@ def questions(n: int) -> list[str]:
     drawn = [generate_records(task, per_task, seed=SEED) for task in TASKS]
     mixed = [records[i] for i in range(per_task) for records in drawn]
     return [r["meta"]["question"] for r in mixed[:n]]
+
+
+def load_pair(args: Any) -> tuple[Any, Any, Any, Any]:
+    """(bare model, tokenizer, a second copy for the parts, the parts saved with it or None)."""
+    if args.base is None:
+        bare, tokenizer = load_model(args.model, device="cpu")
+        intro_model, _ = load_model(args.model, device="cpu")
+        return bare, tokenizer, intro_model, None
+    where = (args.models_root or ".", args.base, args.adapter, args.subfolder)
+    bare, tokenizer, saved = load_introspective_model(*where, device="cpu")
+    if saved is not None:
+        saved.detach()  # the bare copy carries the LoRA, not the parts
+    intro_model, _, intro = load_introspective_model(*where, device="cpu")
+    return bare, tokenizer, intro_model, intro
 
 
 class Unit:
@@ -114,6 +132,10 @@ def main() -> None:
     parser.add_argument(
         "--model", default=None, help="local HF model directory (default: embedded)"
     )
+    parser.add_argument("--models-root", default=None, help="with --base: the models root")
+    parser.add_argument("--base", default=None, help="base model directory under --models-root")
+    parser.add_argument("--adapter", default=None, help="PEFT adapter under --models-root")
+    parser.add_argument("--subfolder", default=None, help="checkpoint subfolder of --adapter")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="default: torch's")
     parser.add_argument("--budget", type=int, default=64, help="fixed think budget per request")
@@ -129,12 +151,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
-    bare, tokenizer = load_model(args.model, device="cpu")
-    intro_model, _ = load_model(args.model, device="cpu")  # same weights, parts attached
-    intro = attach_introspection(intro_model)
-    with torch.no_grad():
-        for adapter in intro.adapters.values():
-            adapter.global_gate.fill_(0.5)  # as after training: the adapter delta is computed
+    bare, tokenizer, intro_model, intro = load_pair(args)
+    if intro is None:
+        intro = attach_introspection(intro_model)
+        with torch.no_grad():
+            for adapter in intro.adapters.values():
+                adapter.global_gate.fill_(0.5)  # as after training: the adapter delta runs
     config = EngineConfig(
         slack_ratio=0.0, budget_cap=args.budget, max_answer_tokens=args.answer_cap
     )

@@ -59,6 +59,15 @@ def embedded():
     return load_model(device="cpu")
 
 
+#: a ChatML chat template with a default system prompt, as SmolLM2's and Qwen2.5's have
+CHATML = (
+    "{% for m in messages %}{% if loop.first and m['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a tiny test model.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
 def _tiny_qwen_with_tags():
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM

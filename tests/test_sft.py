@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import CHATML
 from safetensors.torch import load_file
 
 from tina.core.introspection import load_introspective_model
@@ -20,14 +21,6 @@ from tina.train.checkpoints import StopFlag
 from tina.train.data import chat_text, collate, example_from_record, length_grouped_batches
 from tina.train.sft import _peft_model, completion_loss, sft, sft_examples, shared_prefix_length
 from tina.train.sft_config import SFTConfig, SFTConfigError, load_sft_config
-
-#: A ChatML-like template with a default system prompt, as SmolLM2 and Qwen2.5 ship.
-CHATML = (
-    "{% for m in messages %}{% if loop.first and m['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a tiny test model.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import CHATML
 from safetensors.torch import load_file
 
 from tina.core.introspection import (
@@ -22,7 +23,7 @@ from tina.core.introspection import (
     load_introspection,
     save_introspection,
 )
-from tina.core.models import load_model
+from tina.core.models import load_model, render_prompt
 from tina.core.side_adapters import decoder_layers, think_mask_context
 from tina.core.tags import reasoning_structure_error
 from tina.data.contract import write_contract_jsonl
@@ -30,6 +31,7 @@ from tina.data.tasks import generate_records
 from tina.data.tasks.scoring import score_record
 from tina.engine.loop import Engine
 from tina.engine.types import EngineConfig
+from tina.eval.sweep import item_from_record
 from tina.train.config import TrainConfigError, load_train_config
 from tina.train.data import collate, example_from_record
 from tina.train.on_policy import OnPolicyConfig, record_prompt, sample_records
@@ -94,6 +96,26 @@ def test_sample_records_scores_the_models_own_thinks(embedded, records):
         n["text"].endswith(f"<answer>{s['meta']['answer']}</answer>")
         for s, n in zip(records, first, strict=False)
     )
+
+
+def test_on_policy_and_eval_prompts_go_through_the_models_chat_template(
+    tiny_fresh, one_torch_thread
+):
+    model, tokenizer = tiny_fresh
+    tokenizer.chat_template = CHATML
+    engine = Engine(model, tokenizer, None, EngineConfig(budget_cap=4, max_answer_tokens=2))
+    sent = []
+    generate = engine.generate
+    engine.generate = lambda requests, **kw: sent.extend(requests) or generate(requests, **kw)
+    records = generate_records("add", 2, seed=3, difficulties=[2])
+    out, _ = sample_records(engine, records, OnPolicyConfig(temperature=0.0, budget=4), seed=0)
+    questions = [r["meta"]["question"] for r in records]
+    assert [(q.prompt, q.rendered) for q in sent] == [(q, False) for q in questions]
+    assert render_prompt(tokenizer, questions[0]).startswith("<|im_start|>system\n")
+    assert all(n["text"].startswith(f"{q}\n<think>") for q, n in zip(questions, out, strict=True))
+    bare = {k: v for k, v in records[0].items() if k != "meta"}  # a record with no meta
+    item = item_from_record(bare, ("x.jsonl", 1))
+    assert (item.prompt, item.rendered) == (questions[0], False)
 
 
 def test_phase_c_samples_on_policy_and_unfreezes_only_the_top_layer(tmp_path, data_file):

@@ -4,7 +4,8 @@ What it does:
 - names the tags (`<think> </think> <answer> </answer> <reflect> </reflect> <program> </program>`)
   and the stop sequences every decoder uses;
 - text level: `extract_answer` (the only answer extractor in Tina), `split_reasoning`
-  (think text / answer text, for visible chain of thought), `strip_tags`,
+  (think text / answer text, for visible chain of thought), `strip_tags`, `text_question`
+  (a contract text's question, for any model's chat template),
   `reasoning_structure_error` (the data contract's tag rule);
 - token level: `ensure_reasoning_tokens` (each tag one id, round-trips; adds missing ones and
   resizes embeddings) and `segment_and_masks` (input ids plus loss/think/answer masks).
@@ -183,6 +184,17 @@ def extract_answer(text: str) -> str:
     for t in tags:
         hidden[t.start : t.end] = b"\x01" * (t.end - t.start)
     return strip_tags(_visible_text(text, hidden, a, b)).strip()
+
+
+def text_question(text: str) -> str:
+    """The question of a contract text: everything before its first `<think>`, less the one
+    newline the embedded template puts there (ValueError without `<think>`). Rendered by a
+    tokenizer's chat template (`tina.core.models.render_prompt`) it is what that model's engine
+    prefills; for the embedded template the rendering gives the text's own prompt back."""
+    if THINK_OPEN not in text:
+        raise ValueError(f"no {THINK_OPEN!r} tag in the text")
+    prompt = text.split(THINK_OPEN, 1)[0]
+    return prompt[:-1] if prompt.endswith("\n") else prompt
 
 
 def split_reasoning(text: str) -> tuple[str, str]:

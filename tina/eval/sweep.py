@@ -28,7 +28,7 @@ from tina.core.atomic import atomic_write_json, atomic_write_text
 from tina.core.checks import json_safe
 from tina.core.introspection import inner_model
 from tina.core.plans import PLAN_CLASSES, plan_index
-from tina.core.tags import THINK_OPEN, extract_answer
+from tina.core.tags import extract_answer, text_question
 from tina.data.contract import ContractError, read_contract_jsonl
 from tina.data.tasks.scoring import score_record
 from tina.engine.loop import Engine
@@ -117,15 +117,12 @@ def item_from_record(record: Mapping[str, Any], where: tuple[str, int]) -> EvalI
     text = str(record["text"])
     meta = record.get("meta")
     question = meta.get("question") if isinstance(meta, dict) else None
-    if isinstance(question, str) and question:
-        prompt, rendered = question, False
-    else:
-        prompt, rendered = text[: text.index(THINK_OPEN) + len(THINK_OPEN)], True
+    prompt = question if isinstance(question, str) and question else text_question(text)
     plan = record.get("plan_class")
     item = EvalItem(
         id=str(record.get("id", f"{path}:{line}")),
         prompt=prompt,
-        rendered=rendered,
+        rendered=False,  # the model's own chat template renders it, as serving does
         gold=extract_answer(text),
         record=dict(record),
         labels={k: record[k] for k in DEFAULT_SLICE_FIELDS if k in record},

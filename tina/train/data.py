@@ -38,7 +38,7 @@ import torch
 
 from tina.core.models import render_prompt
 from tina.core.plans import plan_index
-from tina.core.tags import THINK_OPEN, segment_and_masks
+from tina.core.tags import THINK_OPEN, segment_and_masks, text_question
 from tina.data.contract import ContractError, read_contract_jsonl
 
 
@@ -72,16 +72,14 @@ class Example:
 
 
 def chat_text(tokenizer: Any, text: str, eos: bool = False) -> str:
-    """A contract text as the model sees it: its prompt (the text before `<think>`, the
-    embedded template's trailing newline dropped) rendered by the tokenizer's chat template
+    """A contract text as the model sees it: its question (`tina.core.tags.text_question`)
+    rendered by the tokenizer's chat template
     (`tina.core.models.render_prompt`, ending with `<think>`), then the record's think and
     answer as written, then the tokenizer's eos when `eos` (the end of the assistant turn). For
     the embedded model's template the text comes back unchanged."""
     if THINK_OPEN not in text:
         raise ValueError(f"cannot segment text: no {THINK_OPEN!r} tag")
-    prompt, rest = text.split(THINK_OPEN, 1)
-    question = prompt[:-1] if prompt.endswith("\n") else prompt
-    rendered = render_prompt(tokenizer, question) + rest
+    rendered = render_prompt(tokenizer, text_question(text)) + text.split(THINK_OPEN, 1)[1]
     return rendered + tokenizer.eos_token if eos and tokenizer.eos_token else rendered
 
 

@@ -1,12 +1,14 @@
 """On-policy thinking: the model's own thinks, sampled through the engine, as training records.
 
 What it does:
-- `record_prompt(record)`: a contract record's prompt, up to and including `<think>` (exactly
-  what the engine's prefill sees for that record);
+- `record_prompt(record)`: a contract record's prompt in contract form, up to and including
+  `<think>` (the records it writes stay in contract form; training renders them through the
+  model's chat template);
 - `with_own_think(record, completion, gold)`: the record's prompt, a completion's think and the
   gold answer — the text every on-policy record (here and in `tina.train.budget_search`) trains on;
 - `sample_records(engine, records, config, seed)`: one engine batch (the same decode loop as
-  serving: heads' plan and budget, soft cap, adapters on think tokens) over the records' prompts;
+  serving: heads' plan and budget, soft cap, adapters on think tokens) over the records'
+  questions, each rendered by the model's own chat template (as serving renders it);
   each sample becomes a new record whose text is the prompt, the model's own think and the GOLD
   answer, with `correct` (the sampled answer scored by `tina.data.tasks.scoring.score_record`),
   `think_tokens_used` (the engine's count; kept only when the answer was correct, so the budget
@@ -36,6 +38,7 @@ from tina.core.tags import (
     THINK_OPEN,
     extract_answer,
     reasoning_structure_error,
+    text_question,
 )
 from tina.data.tasks.scoring import score_record
 from tina.engine.loop import Engine
@@ -80,8 +83,8 @@ def sample_records(
     replaced by their source)."""
     requests = [
         Request(
-            prompt=record_prompt(r),
-            rendered=True,
+            prompt=text_question(str(r["text"])),  # rendered by the model's own chat template
+            rendered=False,
             budget=config.budget,
             slack_ratio=config.slack_ratio,
             temperature=config.temperature,

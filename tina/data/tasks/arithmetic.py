@@ -1,13 +1,14 @@
 """Arithmetic tasks with digit-by-digit think traces: add, subtract, multiply.
 
-Each step handles one digit, least significant first, and carries the running partial result,
-so the final answer is a copy of the last partial:
+Each step handles one digit, least significant first, and prepends that one digit to the running
+partial result; a carry out of the top digit is a last step of its own, so the final answer is a
+copy of the last partial:
 
     Add 71 and 949
-    <think>1+9+0=10 r0;7+4+1=12 r20;0+9+1=10 r1020;</think><answer>1020</answer>
+    <think>1+9+0=10 r0;7+4+1=12 r20;0+9+1=10 r020;r1020;</think><answer>1020</answer>
 
 - `add`, `sub` (a ≥ b; borrows `b1`): n digits, difficulty n; 1-digit ones need no thinking.
-- `mul`: n-digit × 1-digit (difficulty n): `4*7=28+2=30 r08;`.
+- `mul`: n-digit × 1-digit (difficulty n), the carry written out: `4*7=28+2=30 c3 r08;`.
 - `mul2`: n-digit × 2-digit (difficulty n + 2): two partial products, then their sum.
 
 What it does not do: scoring (see `tina.data.tasks.scoring`) or contract checks. The traces in
@@ -32,18 +33,22 @@ def _number(rng: random.Random, n_digits: int) -> int:
     return rng.randint(low, 10**n_digits - 1)
 
 
+def _final_carry(steps: list[str], carry: int, partial: str) -> list[str]:
+    """The carry out of the top digit as a step of its own: `r<carry><partial>;`."""
+    return [*steps, f"r{carry}{partial};"] if carry else steps
+
+
 def add_steps(a: int, b: int) -> list[str]:
-    """Digit trace of a + b: `x+y+carry=sum r<partial>;` per digit."""
+    """Digit trace of a + b: `x+y+carry=sum r<partial>;` per digit, then the final carry."""
     width = max(len(str(a)), len(str(b)))
     da, db = _digits(a, width), _digits(b, width)
     steps, carry, partial = [], 0, ""
     for i in range(width):
         total = da[i] + db[i] + carry
-        last = i == width - 1
-        partial = (str(total) if last else str(total % 10)) + partial
+        partial = str(total % 10) + partial
         steps.append(f"{da[i]}+{db[i]}+{carry}={total} r{partial};")
         carry = total // 10
-    return steps
+    return _final_carry(steps, carry, partial)
 
 
 def sub_steps(a: int, b: int) -> list[str]:
@@ -62,17 +67,16 @@ def sub_steps(a: int, b: int) -> list[str]:
 
 
 def mul_steps(a: int, m: int) -> list[str]:
-    """Digit trace of a × m (m one digit): `x*m=product+carry=value r<partial>;` per digit (the
-    product fact and the carry addition are written apart: two small steps learn faster)."""
-    digits = _digits(a, len(str(a)))
+    """Digit trace of a × m (m one digit): `x*m=product+carry=value c<carry out> r<partial>;` per
+    digit, then the final carry (the product fact, the carry addition and the carry out are
+    written apart: small steps learn faster)."""
     steps, carry, partial = [], 0, ""
-    for i, d in enumerate(digits):
+    for d in _digits(a, len(str(a))):
         value = d * m + carry
-        last = i == len(digits) - 1
-        partial = (str(value) if last else str(value % 10)) + partial
-        steps.append(f"{d}*{m}={d * m}+{carry}={value} r{partial};")
+        partial = str(value % 10) + partial
+        steps.append(f"{d}*{m}={d * m}+{carry}={value} c{value // 10} r{partial};")
         carry = value // 10
-    return steps
+    return _final_carry(steps, carry, partial)
 
 
 def mul2_steps(a: int, b: int) -> list[str]:
