@@ -75,6 +75,29 @@ def test_same_value_is_strict_about_types() -> None:
     assert same_value({"a": [1]}, {"a": [1]}) and not same_value({"a": 1}, {"a": 1.0})
 
 
+def test_outputs_beyond_plain_literals_are_answered_as_repr_writes_them() -> None:
+    programs = {
+        "def f(x):\n    return x * float('nan')": "nan",
+        "def f(x):\n    return frozenset({x, 2})": "frozenset({1, 2})",
+        "def f(x):\n    return set()": "set()",
+        "def f(x):\n    return complex(x, 2)": "(1+2j)",
+        "def f(x):\n    return -float(x) * 1e999": "-inf",
+    }
+    outputs = {
+        "nan": float("nan"),
+        "frozenset({1, 2})": frozenset({1, 2}),
+        "set()": set(),
+        "(1+2j)": complex(1, 2),
+        "-inf": float("-inf"),
+    }
+    tasks: list[Task] = [Deduction(p, "f", (1,), outputs[a]) for p, a in programs.items()]
+    tasks += [Abduction(p, "f", outputs[a], (1,)) for p, a in programs.items()]
+    answers = [*programs.values(), *["1"] * len(programs)]
+    assert verify_answers(tasks, answers, CONFIG) == [True] * len(tasks)
+    assert verify_answers(tasks[:2], ["inf", "{1, 2}"], CONFIG) == [False, False]
+    assert same_value(float("nan"), float("nan")) and not same_value(float("nan"), 1.0)
+
+
 def test_verifiers_of_each_mode() -> None:
     deduction = Deduction(MOD5, "f", (12,), 2)
     abduction = Abduction(MOD5, "f", 2, (12,))

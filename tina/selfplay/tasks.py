@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from tina.data.tasks.code import (
     deduction_question,
     induction_question,
 )
-from tina.selfplay.sandbox import Call, SandboxConfig, Verdict, run_batch
+from tina.selfplay.sandbox import Call, SandboxConfig, Verdict, read_value, run_batch
 from tina.selfplay.sandbox_worker import literal_problem
 
 Args = tuple[Any, ...]
@@ -122,9 +123,14 @@ def task_from_record(record: dict[str, Any]) -> Task:
 
 
 def same_value(a: Any, b: Any) -> bool:
-    """Equality of literals that also requires equal types, all the way down."""
+    """Equality of literals that also requires equal types, all the way down; a float nan
+    equals a nan (the output `float('nan')` is answered `nan`)."""
     if type(a) is not type(b):
         return False
+    if isinstance(a, float) and math.isnan(a):
+        return math.isnan(b)
+    if isinstance(a, complex):
+        return same_value(a.real, b.real) and same_value(a.imag, b.imag)
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict):
@@ -219,14 +225,26 @@ def make_induction(
 # --- answers --------------------------------------------------------------------------------
 
 
+#: floats as Python's repr writes them, which are names, not literals
+_FLOAT_NAMES = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
 def parse_value(text: str) -> tuple[bool, Any]:
-    """(True, the literal) when `text` is one Python literal, else (False, None)."""
+    """(True, the value) when `text` is one value as the sandbox reads results
+    (`tina.selfplay.sandbox.read_value`: literals, `set()`, `frozenset({...})`, `complex(a, b)`,
+    `float('nan')`), as `repr` writes a float (`nan`, `inf`, `-inf`) or as `ast.literal_eval`
+    reads it (`(1+2j)`); else (False, None)."""
+    text = text.strip()
     if len(text) > MAX_ANSWER_CHARS:
         return False, None
-    try:
-        return True, ast.literal_eval(text.strip())
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return False, None
+    if text in _FLOAT_NAMES:
+        return True, _FLOAT_NAMES[text]
+    for read in (read_value, ast.literal_eval):
+        try:
+            return True, read(text)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            continue
+    return False, None
 
 
 def _answer_calls(task: Task, answer: str) -> list[Call] | None:
