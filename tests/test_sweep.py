@@ -61,7 +61,8 @@ def test_record_without_question_uses_its_prompt(tmp_path):
     path = tmp_path / "plain.jsonl"
     write_contract_jsonl(path, [{"text": "Say hi\n<think>ok</think><answer>hi</answer>"}])
     (item,) = load_eval_items(path)
-    assert item.rendered and item.prompt == "Say hi\n<think>" and item.gold == "hi"
+    # the question before <think>, for the model's own chat template to render
+    assert not item.rendered and item.prompt == "Say hi" and item.gold == "hi"
 
 
 def test_split_field_filters_records(tmp_path):
