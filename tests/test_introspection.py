@@ -320,7 +320,7 @@ def test_peft_lora_adapter_loads_and_changes_outputs(tmp_path, byte_char_tokeniz
     model, _, loaded = load_introspective_model(
         tmp_path, "Base", adapter="Tina", subfolder="checkpoint-2", device="cpu"
     )
-    assert isinstance(model, PeftModel) and loaded is not None
+    assert not isinstance(model, PeftModel) and loaded is not None  # merged for inference
     ids = _inputs()
     plain = tiny_qwen()(ids).logits
     reference = (
@@ -330,7 +330,7 @@ def test_peft_lora_adapter_loads_and_changes_outputs(tmp_path, byte_char_tokeniz
     )
     got = model(ids).logits
     assert not torch.allclose(got, plain)
-    assert torch.allclose(got, reference, atol=1e-6)
+    assert torch.allclose(got, reference, atol=1e-5)
 
 
 def test_adapter_directory_without_known_files_is_an_error(tmp_path, byte_char_tokenizer):

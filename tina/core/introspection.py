@@ -8,7 +8,8 @@ parameter is found by `INTROSPECTION_PREFIX` (`trainable_parameters`, `freeze_ba
 `save_introspection` / `load_introspection` (only these weights, `introspection.safetensors`,
 plus changed base parameters in `base_top.safetensors`; atomic; errors name the file);
 `Introspection.prune_adapters`; and `load_introspective_model(models_root, base, adapter,
-subfolder)`: a local base, a PEFT LoRA adapter on top, the introspection parts when present
+subfolder)`: a local base, a PEFT LoRA adapter on top (merged into the weights), the
+introspection parts when present
 (docs/architecture.md says where each is looked for).
 
 What it does not do: decoding (the engine) or training.
@@ -231,7 +232,9 @@ def load_introspective_model(
                 peft_model: Any = PeftModel.from_pretrained(
                     model, str(adapter_dir), is_trainable=False
                 )
-            model = peft_model.eval()
+                # merged for inference, as llama.cpp and vLLM serve LoRAs: unmerged, PEFT's
+                # trainable tokens rebuild the 49k-row tied embedding at every forward
+                model = peft_model.merge_and_unload().eval()
             model.tina_reasoning_format = True  # an adapter Tina trained knows the tags
         elif not (adapter_dir / CONFIG_NAME).is_file():
             raise FileNotFoundError(
