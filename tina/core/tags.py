@@ -192,7 +192,7 @@ def text_question(text: str) -> str:
     tokenizer's chat template (`tina.core.models.render_prompt`) it is what that model's engine
     prefills; for the embedded template the rendering gives the text's own prompt back."""
     if THINK_OPEN not in text:
-        raise ValueError(f"no {THINK_OPEN!r} tag in the text")
+        raise ValueError(f"cannot segment text: no {THINK_OPEN!r} tag")
     prompt = text.split(THINK_OPEN, 1)[0]
     return prompt[:-1] if prompt.endswith("\n") else prompt
 

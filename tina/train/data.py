@@ -77,9 +77,8 @@ def chat_text(tokenizer: Any, text: str, eos: bool = False) -> str:
     (`tina.core.models.render_prompt`, ending with `<think>`), then the record's think and
     answer as written, then the tokenizer's eos when `eos` (the end of the assistant turn). For
     the embedded model's template the text comes back unchanged."""
-    if THINK_OPEN not in text:
-        raise ValueError(f"cannot segment text: no {THINK_OPEN!r} tag")
-    rendered = render_prompt(tokenizer, text_question(text)) + text.split(THINK_OPEN, 1)[1]
+    question = text_question(text)  # the ValueError for a text without `<think>`
+    rendered = render_prompt(tokenizer, question) + text.split(THINK_OPEN, 1)[1]
     return rendered + tokenizer.eos_token if eos and tokenizer.eos_token else rendered
 
 

@@ -74,8 +74,8 @@ def mul_steps(a: int, m: int) -> list[str]:
     for d in _digits(a, len(str(a))):
         value = d * m + carry
         partial = str(value % 10) + partial
-        steps.append(f"{d}*{m}={d * m}+{carry}={value} c{value // 10} r{partial};")
-        carry = value // 10
+        carry_in, carry = carry, value // 10
+        steps.append(f"{d}*{m}={d * m}+{carry_in}={value} c{carry} r{partial};")
     return _final_carry(steps, carry, partial)
 
 
