@@ -9,6 +9,8 @@ so both run one prefill and N − 1 cached forwards of the same batch width). Tw
 
 - `plain`: the engine without introspection parts (plain budgeted decoding: phases, forced
   tags, caps);
+- `plain-whole`: the same with prompt-prefix reuse off (`EngineConfig.prefix_cache`), every
+  prompt prefilled whole as `generate` does: what the reuse saves;
 - `introspective`: the engine on a second copy of the same weights with the introspection
   parts attached (`attach_introspection`, default config, global gates woken to 0.5 so the
   adapter math really runs on think tokens): heads at prefill, adapters on think tokens, heads
@@ -40,6 +42,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -160,8 +163,10 @@ def main() -> None:
     config = EngineConfig(
         slack_ratio=0.0, budget_cap=args.budget, max_answer_tokens=args.answer_cap
     )
+    whole = replace(config, prefix_cache=False)
     engines = {
         "plain": Engine(bare, tokenizer, config=config),
+        "plain-whole": Engine(bare, tokenizer, config=whole),
         "introspective": Engine(intro_model, tokenizer, intro, config=config),
     }
     prompts = [render_prompt(tokenizer, q) for q in questions(args.questions)]

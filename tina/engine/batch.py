@@ -61,7 +61,7 @@ def join(
     assert batch.attention is not None and batch.positions is not None
     assert batch.logits is not None
     width = max(batch.attention.shape[1], attention.shape[1])
-    for old, new in zip(_layers(batch.cache), _layers(cache), strict=True):
+    for old, new in zip(kv_layers(batch.cache), kv_layers(cache), strict=True):
         old.keys, old.values = (
             torch.cat([_pad_left(mine, width, 2), _pad_left(theirs, width, 2)])
             for mine, theirs in zip(_kv(old), _kv(new), strict=True)
@@ -101,12 +101,12 @@ def trim(batch: DecodeBatch) -> None:
     if unused == 0:
         return
     batch.attention = batch.attention[:, unused:]
-    for layer in _layers(batch.cache):
+    for layer in kv_layers(batch.cache):
         keys, values = _kv(layer)
         layer.keys, layer.values = keys[:, :, unused:], values[:, :, unused:]
 
 
-def _layers(cache: DynamicCache) -> list[DynamicLayer]:
+def kv_layers(cache: DynamicCache) -> list[DynamicLayer]:
     """The cache's layers, which must be full-attention `DynamicLayer`s."""
     layers = []
     for layer in cache.layers:

@@ -51,6 +51,7 @@ from tina.engine.controller import (
     read_exit_check,
     read_soft_cap,
 )
+from tina.engine.prefix import Prefix, crop, shared_length, take_row, to_cache, weights_key
 from tina.engine.sampling import check_sampling, sample_next_token, seeded_generator
 from tina.engine.types import (
     DONE,
@@ -63,6 +64,8 @@ from tina.engine.types import (
 )
 
 DIRECT = PLAN_CLASSES.index("direct")
+#: a shared prompt prefix gets a forward of its own when that spares this many token positions
+PREFIX_MIN_SAVED = 64
 
 
 @dataclass
@@ -129,6 +132,7 @@ class Engine:
             else self.config.reasoning
         )
         self.forward_calls = 0  #: model forwards run so far (one prefill + one per step)
+        self._kept: Prefix | None = None  #: the last prompt prefilled, for the next `admit`
         self._step_ends: dict[int, bool] = {}
         self._vocab = Vocab(
             think_close=self.ids[THINK_CLOSE],
@@ -176,17 +180,32 @@ class Engine:
     def admit(self, batch: DecodeBatch, requests: Sequence[Request]) -> list[int]:
         """Prefill `requests` in one forward of their own (the heads read it) and join their
         rows to `batch`; returns their row ids (`batch.next_id` on). Settings are checked first
-        (`ValueError`), so a refused request leaves the batch as it was."""
+        (`ValueError`), so a refused request leaves the batch as it was. The prompt tokens
+        they share, or share with the last prompt prefilled, are not run again (`_prefix`)."""
         if not requests:
             return []
         for request in requests:
             check_sampling(request.temperature, request.top_p)
         started = time.perf_counter()
-        input_ids, attention = self._left_pad([self._prompt_text(r) for r in requests])
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
+        encoded = [self._encode(self._prompt_text(r)) for r in requests]
+        weights = weights_key(self.model.parameters())
+        prefix = self._prefix(encoded, weights)
+        done = len(prefix) if prefix is not None else 0
+        input_ids, tail = self._left_pad([e[done:] for e in encoded])
+        ones = torch.ones((len(requests), done), dtype=tail.dtype, device=self.device)
+        attention = torch.cat([ones, tail], 1)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, done:]
+        cache = to_cache(prefix, len(requests))
         with record_taps() as taps:
             logits = self._forward(input_ids, attention, positions, cache, think_mask=None)
+        if prefix is not None and prefix.taps:
+            taps = {
+                layer: torch.cat([prefix.taps[layer].expand(len(requests), -1, -1), t], 1)
+                for layer, t in taps.items()
+            }
+        if self.config.prefix_cache:
+            longest = max(range(len(encoded)), key=lambda i: len(encoded[i]))
+            self._kept = take_row(cache, longest, encoded[longest], taps, weights)
         heads = self._read_heads(taps, attention) if self.introspection is not None else None
         ids = list(range(batch.next_id, batch.next_id + len(requests)))
         batch.next_id += len(requests)
@@ -234,15 +253,51 @@ class Engine:
 
     # --- steps --------------------------------------------------------------------------------
 
-    def _left_pad(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        encoded = [self.tokenizer.encode(p, add_special_tokens=False) for p in prompts]
+    def _encode(self, prompt: str) -> list[int]:
+        return list(self.tokenizer.encode(prompt, add_special_tokens=False))
+
+    def prompt_batch(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rendered prompts as the engine tokenizes them, left-padded: (input ids, mask)."""
+        return self._left_pad([self._encode(p) for p in prompts])
+
+    def _left_pad(self, encoded: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token lists left-padded to one width: (input ids, attention mask)."""
         width = max(len(e) for e in encoded)
-        input_ids = torch.full((len(prompts), width), self.pad, dtype=torch.long)
-        attention = torch.zeros((len(prompts), width), dtype=torch.long)
+        input_ids = torch.full((len(encoded), width), self.pad, dtype=torch.long)
+        attention = torch.zeros((len(encoded), width), dtype=torch.long)
         for i, e in enumerate(encoded):
-            input_ids[i, width - len(e) :] = torch.tensor(e)
+            input_ids[i, width - len(e) :] = torch.tensor(e, dtype=torch.long)
             attention[i, width - len(e) :] = 1
         return input_ids.to(self.device), attention.to(self.device)
+
+    def _prefix(self, encoded: Sequence[Sequence[int]], weights: Any) -> Prefix | None:
+        """The prefilled prefix the prompts `encoded` start from (None: prefill them whole).
+
+        Every prompt keeps at least its last token for the batch's forward (its logits come
+        from there). The kept prefix of the last admission is reused as far as it matches
+        and the weights are unchanged; past that, the prompts' common prefix gets a forward
+        of its own (one row) when it spares at least `PREFIX_MIN_SAVED` token positions."""
+        if not self.config.prefix_cache:
+            return None
+        shared = min(shared_length(encoded), min(len(e) for e in encoded) - 1)
+        kept = self._kept
+        tapped = set(self.introspection.tap_layers) if self.introspection is not None else set()
+        if kept is not None and (kept.weights != weights or set(kept.taps) != tapped):
+            kept = None
+        reused = shared_length([kept.tokens, encoded[0][:shared]]) if kept is not None else 0
+        prefix = crop(kept, reused) if kept is not None and reused > 0 else None
+        if (len(encoded) - 1) * (shared - reused) < PREFIX_MIN_SAVED:
+            return prefix
+        tokens = encoded[0][reused:shared]
+        ids = torch.tensor([tokens], dtype=torch.long, device=self.device)
+        attention = torch.ones((1, shared), dtype=torch.long, device=self.device)
+        positions = torch.arange(reused, shared, device=self.device)[None]
+        cache = to_cache(prefix, 1)
+        with record_taps() as taps:
+            self._forward(ids, attention, positions, cache, think_mask=None)
+        if prefix is not None and prefix.taps:
+            taps = {layer: torch.cat([prefix.taps[layer], t], 1) for layer, t in taps.items()}
+        return take_row(cache, 0, encoded[0][:shared], taps, weights)
 
     def _forward(
         self,

@@ -36,6 +36,9 @@ class EngineConfig:
     #: prompt, no think phase, the answer until EOS), or None: True when the model knows the
     #: tags (`tina.core.models.load_model` records it), else False
     reasoning: bool | None = None
+    #: reuse the KV of prompt tokens already prefilled (the prompts' shared prefix, and the
+    #: last prompt's as far as the next one matches it); the outputs are the same either way
+    prefix_cache: bool = True
 
     @classmethod
     def from_service_config(cls, service: Any) -> EngineConfig:

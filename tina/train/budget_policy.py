@@ -108,7 +108,7 @@ def head_budgets(engine: Engine, prompts: Sequence[str]) -> torch.Tensor:
     intro = engine.introspection
     if intro is None:
         raise ValueError("the budget policy needs metacognitive heads (no introspection parts)")
-    input_ids, attention = engine._left_pad(prompts)
+    input_ids, attention = engine.prompt_batch(prompts)
     with torch.no_grad(), record_taps() as taps:
         engine.model(input_ids=input_ids, attention_mask=attention)
     taps = {k: v.detach() for k, v in taps.items()}
