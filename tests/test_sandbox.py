@@ -1,4 +1,4 @@
-"""Tests for `tina.selfplay.sandbox`: each attack targets one property and must be refused by the
+"""Tests for `tina.data.sandbox`: each attack targets one property and must be refused by the
 AST
 rules or contained at run time, leaving no trace on the host; ordinary programs (and every
 program the code-task generators write) must compute what real Python / minipy compute.
@@ -17,9 +17,7 @@ from typing import Any
 
 import pytest
 
-from tina.data.tasks import generate_records
-from tina.data.tasks.minipy import MiniPyError, run_function
-from tina.selfplay.sandbox import (
+from tina.data.sandbox import (
     FORBIDDEN_NAMES,
     STATUSES,
     Call,
@@ -31,6 +29,8 @@ from tina.selfplay.sandbox import (
     run_program,
     validate_program,
 )
+from tina.data.tasks import generate_records
+from tina.data.tasks.minipy import MiniPyError, run_function
 
 CONFIG = SandboxConfig(timeout_s=60.0, cpu_s=1, memory_mb=256, max_output_bytes=4096)
 
@@ -287,7 +287,7 @@ def test_validation_reports_every_problem_with_its_line() -> None:
 
 
 def test_forbidden_names_are_not_in_the_workers_builtins() -> None:
-    from tina.selfplay.sandbox_worker import SAFE_BUILTINS
+    from tina.data.sandbox_worker import SAFE_BUILTINS
 
     assert not FORBIDDEN_NAMES & set(SAFE_BUILTINS)
     assert "__import__" not in SAFE_BUILTINS and "open" not in SAFE_BUILTINS

@@ -13,7 +13,7 @@ import math
 import textwrap
 from typing import Any
 
-from tina.selfplay.sandbox import Call, SandboxConfig, Verdict, run_batch, validate_program
+from tina.data.sandbox import Call, SandboxConfig, Verdict, run_batch, validate_program
 
 CONFIG = SandboxConfig(timeout_s=120.0, cpu_s=5, memory_mb=512, max_output_bytes=65_536)
 

@@ -15,12 +15,12 @@ from tina.cli import main
 from tina.core.introspection import IntrospectionConfig, attach_introspection
 from tina.core.tags import ANSWER_OPEN, THINK_CLOSE
 from tina.data.contract import write_contract_jsonl
+from tina.data.sandbox import SandboxConfig
 from tina.data.tasks import generate_records
 from tina.engine.loop import Engine
 from tina.engine.types import EngineConfig
 from tina.selfplay.loop import new_state, policy_loss, self_play_iteration
 from tina.selfplay.proposer import compose_task, parse_proposal, proposer_prompt
-from tina.selfplay.sandbox import SandboxConfig
 from tina.selfplay.solver import sample_rollouts
 from tina.selfplay.tasks import Deduction, Induction, check_proposals, mode_of
 from tina.train.config import TrainConfigError, load_train_config

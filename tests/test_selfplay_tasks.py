@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from tina.data.sandbox import SandboxConfig
 from tina.data.tasks import generate_records
 from tina.selfplay.buffer import BufferConfig, TaskBuffer, seed_buffer, task_key
-from tina.selfplay.sandbox import SandboxConfig
 from tina.selfplay.tasks import (
     Abduction,
     Deduction,

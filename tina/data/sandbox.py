@@ -26,15 +26,15 @@ a program that got past it could do (the tests also run such a program past the 
      deleted function local is an UnboundLocalError, never the builtin). Module names (`os`,
      `sys`, ...) may not be read unless the program binds them.
    Threat model of the allowed modules (what their attributes could reach, and why those are
-   left out) is in `tina.selfplay.sandbox_worker.PURE_MODULES`: `typing.get_type_hints`
+   left out) is in `tina.data.sandbox_worker.PURE_MODULES`: `typing.get_type_hints`
    evaluates annotation strings, `functools.singledispatch` calls it, `wraps`/`update_wrapper`
    and `operator.attrgetter`/`methodcaller` get attributes by name, `string.Formatter`'s
    `get_field` walks them, `re.DEBUG` prints, `decimal.DefaultContext` is shared by every new
    context, `random.SystemRandom` is not reproducible, `hashlib.new` takes any OpenSSL name.
-2. A separate process per batch: `python -I -S -B tina/selfplay/sandbox_worker.py` (isolated
+2. A separate process per batch: `python -I -S -B tina/data/sandbox_worker.py` (isolated
    mode: no environment, no site, no user paths), its own session (process group), a fresh
    temporary working directory that is removed afterwards, and a minimal environment. The
-   worker locks itself down before running anything (see `tina.selfplay.sandbox_worker`):
+   worker locks itself down before running anything (see `tina.data.sandbox_worker`):
    builtins restricted to `SAFE_BUILTINS` (no `open`, `type`, …; `__import__` and
    `__build_class__` only in restricted forms: allowlisted modules, no class keywords),
    RLIMIT_CPU per call, RLIMIT_AS, RLIMIT_FSIZE 0, RLIMIT_NPROC 0, no core dumps, RLIMIT_NOFILE 3
@@ -60,7 +60,7 @@ a program that got past it could do (the tests also run such a program past the 
 7. Calls of one worker share no state a program can reach: module namespaces are fresh per
    call, `random` and the `decimal` context are reset, and a call that changes a shared library
    class or function (`collections.Counter.most_common = ...`) is an error, after which the
-   worker quits and the next call gets a new one (see `tina.selfplay.sandbox_worker`).
+   worker quits and the next call gets a new one (see `tina.data.sandbox_worker`).
 
 What it does not cover: it is not a security boundary against a determined attacker with a
 CPython memory-corruption bug or a way past the AST rules. Past them, the worker is an ordinary
@@ -100,7 +100,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from tina.selfplay.sandbox_worker import PURE_MODULES, encode_value, literal_problem
+from tina.data.sandbox_worker import PURE_MODULES, encode_value, literal_problem
 
 STATUSES: tuple[str, ...] = (
     "ok",

@@ -1,4 +1,4 @@
-"""The program that runs inside the sandbox's child process (see `tina.selfplay.sandbox`).
+"""The program that runs inside the sandbox's child process (see `tina.data.sandbox`).
 
 What it does: started as `python -I -S -B sandbox_worker.py` in a fresh empty directory, it reads
 one JSON request from stdin (limits, the allowlisted modules the programs import, then calls:
@@ -44,10 +44,10 @@ interpreter's digit limit, 4300 digits, past which `repr` fails here and in the 
 prompts alike: such a result is an error), float (`float('nan')`, `float('inf')`), complex, str,
 bytes, and list, tuple, dict, set and frozenset of them, by exact type; set elements are sorted
 by their text, so equal sets give equal text in every process. The parent reads it back with
-`tina.selfplay.sandbox.read_value` (a few node kinds, never `eval`).
+`tina.data.sandbox.read_value` (a few node kinds, never `eval`).
 
 What it does not do: validate the source (the parent does, with
-`tina.selfplay.sandbox.validate_program`, before anything reaches this process), import anything
+`tina.data.sandbox.validate_program`, before anything reaches this process), import anything
 from Tina (it must run with `-I -S`), or pickle anything. `literal_problem` (what arguments may
 be), `encode_value` and `PURE_MODULES` are also imported by the parent, so that both sides share
 one definition.

@@ -2,7 +2,7 @@
 
 - `tina.selfplay.tasks`: the three task modes (deduction, abduction, induction) as dataclasses,
   their prompts, the checks of proposals and the verifiers of answers, all run through
-  `tina.selfplay.sandbox`.
+  `tina.data.sandbox`.
 - `tina.selfplay.buffer`: a bounded, deduplicated buffer of tasks, seeded from the task suite.
 - `tina.train.selfplay_config`: `SelfPlayConfig`, the `self_play:` block of `train_config.yaml`.
 - `tina.selfplay.proposer`: the model's proposals (prompt with buffer references, parsing) and

@@ -19,8 +19,8 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from tina.data.sandbox import normalized_program
 from tina.data.tasks import generate_records
-from tina.selfplay.sandbox import normalized_program
 from tina.selfplay.tasks import Abduction, Deduction, Induction, Task, mode_of, task_from_record
 
 POLICIES: tuple[str, ...] = ("fifo", "reservoir")

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from tina.core.side_adapters import think_mask_context
+from tina.data.sandbox import SandboxConfig
 from tina.engine.loop import Engine
 from tina.engine.types import EngineConfig
 from tina.selfplay.buffer import BufferConfig, TaskBuffer, seed_buffer
@@ -43,7 +44,6 @@ from tina.selfplay.rewards import (
     solve_rates,
     solver_rewards,
 )
-from tina.selfplay.sandbox import SandboxConfig
 from tina.selfplay.solver import Rollout, heldout_deduction_tasks, solve, solved_greedy
 from tina.selfplay.tasks import Task, mode_of
 from tina.train.checkpoints import (

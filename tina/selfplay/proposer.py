@@ -21,10 +21,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tina.data.sandbox import SandboxConfig
 from tina.data.tasks.code import _statement, execute, render
 from tina.engine.loop import Engine
 from tina.selfplay.buffer import TaskBuffer
-from tina.selfplay.sandbox import SandboxConfig
 from tina.selfplay.solver import Rollout, sample_rollouts
 from tina.selfplay.tasks import (
     Abduction,

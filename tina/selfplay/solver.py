@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tina.core.tags import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE
+from tina.data.sandbox import SandboxConfig
 from tina.data.tasks import generate_records
 from tina.engine.loop import Engine
 from tina.engine.types import THINK, Request, Telemetry
 from tina.selfplay.buffer import task_key
-from tina.selfplay.sandbox import SandboxConfig
 from tina.selfplay.tasks import (
     Abduction,
     Deduction,

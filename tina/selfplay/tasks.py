@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from tina.core.tags import extract_answer
+from tina.data.sandbox import Call, SandboxConfig, Verdict, read_value, run_batch
+from tina.data.sandbox_worker import literal_problem
 from tina.data.tasks.code import (
     abduction_question,
     deduction_question,
     induction_question,
 )
-from tina.selfplay.sandbox import Call, SandboxConfig, Verdict, read_value, run_batch
-from tina.selfplay.sandbox_worker import literal_problem
 
 Args = tuple[Any, ...]
 Pair = tuple[Args, Any]
@@ -231,7 +231,7 @@ _FLOAT_NAMES = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 def parse_value(text: str) -> tuple[bool, Any]:
     """(True, the value) when `text` is one value as the sandbox reads results
-    (`tina.selfplay.sandbox.read_value`: literals, `set()`, `frozenset({...})`, `complex(a, b)`,
+    (`tina.data.sandbox.read_value`: literals, `set()`, `frozenset({...})`, `complex(a, b)`,
     `float('nan')`), as `repr` writes a float (`nan`, `inf`, `-inf`) or as `ast.literal_eval`
     reads it (`(1+2j)`); else (False, None)."""
     text = text.strip()
