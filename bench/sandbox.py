@@ -1,4 +1,4 @@
-"""Per-call overhead of `tina.selfplay.sandbox`: one call per worker against many calls per batch.
+"""Per-call overhead of `tina.data.sandbox`: one call per worker against many calls per batch.
 
 Runs a trivial program (`def f(x): return x + 1`, so the time is all overhead) `--single`
 times through `run_program` and `--batch` times through one `run_batch`, each with and without
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from tina.selfplay.sandbox import Call, SandboxConfig, run_batch, run_program
+from tina.data.sandbox import Call, SandboxConfig, run_batch, run_program
 
 SOURCE = "def f(x):\n    return x + 1"
 
