@@ -342,6 +342,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
 def cmd_recipe(args: argparse.Namespace) -> int:
     """Run the think-less recipe (phases A→C, budget RL, calibration, the result table)."""
     from tina.core.checks import ConfigError
+    from tina.data.questions import QuestionFileError, read_questions
     from tina.recipe import (
         RecipeResumeError,
         check_stage,
@@ -364,11 +365,28 @@ def cmd_recipe(args: argparse.Namespace) -> int:
         return 2
     if args.output_dir:
         config.output_dir = args.output_dir
+    for key in ("models_root", "base", "adapter", "subfolder"):
+        if getattr(args, key) is not None:
+            config.model[key] = getattr(args, key)
+    if config.model and not config.model.get("base"):
+        print("error: --models-root/--adapter/--subfolder need --base", file=sys.stderr)
+        return 2
+    if args.questions:
+        config.questions = args.questions
+    if args.out:
+        config.out = args.out
     if args.ship:
+        if config.model.get("base"):
+            print(
+                "error: --ship is the embedded model's (use --out for this model)", file=sys.stderr
+            )
+            return 2
         config.ship_to = str(default_ship_dir())
     try:
+        if config.questions and args.start == "data":  # every line checked before a model loads
+            read_questions(config.questions)
         run_recipe(config, start=args.start)
-    except (RecipeResumeError, TrainDataError) as exc:
+    except (RecipeResumeError, TrainDataError, QuestionFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ConfigError as exc:  # a stage's train config (the recipe's phase_a / phase_c keys)
@@ -505,6 +523,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", default="configs/budget_recipe.yaml", help="recipe YAML (default: %(default)s)"
     )
     p.add_argument("--output-dir", default=None, help="where the run writes (overrides the config)")
+    p.add_argument("--models-root", default=None, help="with --base: the models root")
+    p.add_argument("--base", default=None, help="the base model directory (default: embedded)")
+    p.add_argument("--adapter", default=None, help="a PEFT adapter under --models-root")
+    p.add_argument("--subfolder", default=None, help="the adapter's checkpoint subfolder")
+    p.add_argument(
+        "--questions", default=None, help="a question file (JSONL) instead of the task suite"
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="copy the final parts + calibration here (default: beside --adapter)",
+    )
     p.add_argument(
         "--ship",
         action="store_true",

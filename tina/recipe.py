@@ -17,12 +17,14 @@ recipe keeps the base frozen so the reference stays the shipped model).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +33,17 @@ import yaml
 from tina.core.atomic import atomic_directory, atomic_write
 from tina.core.calibration import CALIBRATION_FILE, Calibration, load_calibration, save_calibration
 from tina.core.checks import ROOT_FIELD, ConfigError, Problem, int_problem, number_problem
-from tina.core.introspection import CONFIG_NAME, load_introspection, save_introspection
+from tina.core.introspection import (
+    CONFIG_NAME,
+    load_introspection,
+    load_introspective_model,
+    remove_introspection,
+    save_introspection,
+)
 from tina.core.models import embedded_model_dir, load_model
+from tina.core.tags import split_reasoning
 from tina.data.contract import read_contract_jsonl, write_contract_jsonl
+from tina.data.questions import read_questions
 from tina.data.tasks import generate_records
 from tina.engine.loop import Engine
 from tina.engine.types import EngineConfig
@@ -83,6 +93,16 @@ class RecipeConfig:
     #: learns budgets under the serving rule (the served threshold is fitted afterwards)
     policy_exit_threshold: float | None = 0.5
     ship_to: str | None = None  #: copy `final/` here at the end (`--ship`: the embedded dir)
+    #: the model: `models_root`, `base`, `adapter`, `subfolder` as `tina chat` takes them
+    #: (empty: the embedded model); the reference is it with Tina's parts off
+    model: dict[str, Any] = field(default_factory=dict)
+    #: a question file (`tina.data.questions`) instead of the task suite: its train lines
+    #: feed phase A and the search, its dev and test lines calibrate and measure; `n_train`,
+    #: `n_search`, `n_dev`, `n_test` are then totals (0: every line there is)
+    questions: str | None = None
+    #: copy the final parts and calibration here at the end (default: beside the model's
+    #: adapter, so `tina chat --adapter` picks them up; nowhere for the embedded model)
+    out: str | None = None
 
 
 def _block_problems(key: str, block: dict[str, Any], cls: Any) -> list[tuple[str, str | None]]:
@@ -118,7 +138,8 @@ def load_recipe_config(path: str | Path) -> RecipeConfig:
     found: list[tuple[str, str | None]] = [(k, "unknown key") for k in raw if k not in known]
     for key in ("n_train", "n_search", "n_dev", "n_test", "free_budget", "batch_size"):
         if key in raw:
-            found.append((key, int_problem(raw[key], 1)))
+            low = 0 if key.startswith("n_") and raw.get("questions") else 1
+            found.append((key, int_problem(raw[key], low)))
     if "seed" in raw:
         found.append(("seed", int_problem(raw["seed"], 0)))
     if "prune_gates_below" in raw:
@@ -138,6 +159,25 @@ def load_recipe_config(path: str | Path) -> RecipeConfig:
     for key in ("phase_a", "phase_c", "search", "policy"):
         if not isinstance(raw.get(key) or {}, dict):
             found.append((key, "expected a mapping"))
+    model = raw.get("model") or {}
+    if not isinstance(model, dict):
+        found.append(("model", f"expected a mapping of {list(MODEL_KEYS)}"))
+    else:
+        found += [
+            (f"model.{k}", f"unknown key (one of {list(MODEL_KEYS)})")
+            for k in model
+            if k not in MODEL_KEYS
+        ]
+        found += [
+            (f"model.{k}", "expected a string")
+            for k, v in model.items()
+            if k in MODEL_KEYS and v is not None and not isinstance(v, str)
+        ]
+        if model and not model.get("base"):
+            found.append(("model.base", "required when model is given"))
+    for key in ("questions", "out"):
+        if raw.get(key) is not None and not isinstance(raw[key], str):
+            found.append((key, "expected a path"))
     for key, cls in (("search", BudgetSearchConfig), ("policy", BudgetPolicyConfig)):
         block = raw.get(key) or {}
         found += _block_problems(key, block if isinstance(block, dict) else {}, cls)
@@ -152,6 +192,9 @@ def load_recipe_config(path: str | Path) -> RecipeConfig:
     if problems:
         raise ConfigError(problems)
     return RecipeConfig(**raw)
+
+
+MODEL_KEYS = ("models_root", "base", "adapter", "subfolder")  #: the `model:` block's keys
 
 
 def _cells(config: RecipeConfig) -> list[tuple[str, int]]:
@@ -195,7 +238,10 @@ def build_splits(config: RecipeConfig) -> dict[str, list[dict[str, Any]]]:
     own questions are answered from memory with less thinking, and a plain draw is half of
     them); a question of one split appears in no other where the problem space allows, and a
     test question in no other at all where it allows; ids are unique within a split."""
-    seen = seen_questions_of(embedded_model_dir())
+    if config.questions:
+        return question_splits(config)
+    # what the embedded model's bootstrap trained on; another model's corpus is not known here
+    seen = set() if config.model.get("base") else seen_questions_of(embedded_model_dir())
     test: list[dict[str, Any]] = []
     for task, d in _cells(config):
         drawn = heldout_items(task, d, config.n_test, 10_000 + config.seed, seen)
@@ -212,6 +258,43 @@ def build_splits(config: RecipeConfig) -> dict[str, list[dict[str, Any]]]:
         splits[name] = records
         taken.append({r["meta"]["question"] for r in records})
     return splits
+
+
+def question_splits(config: RecipeConfig) -> dict[str, list[dict[str, Any]]]:
+    """test / dev / search / train records from the question file: each of its splits in the
+    order of a hash of the question (so a size cut takes a mixed sample), the train lines
+    shared out, search first; `n_*` caps each split (0: no cap)."""
+    assert config.questions is not None
+    by_split: dict[str, list[dict[str, Any]]] = {"train": [], "dev": [], "test": []}
+    for record in read_questions(config.questions):
+        by_split[record["split"]].append(record)
+    for records in by_split.values():
+        records.sort(key=lambda r: hashlib.sha256(_question_of(r).encode()).hexdigest())
+
+    def cap(records: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+        return records if n == 0 else records[:n]
+
+    train = by_split["train"]
+    search = cap(train, config.n_search) if config.n_search else train[: len(train) // 2]
+    rest = train[len(search) :]
+    return {
+        "test": cap(by_split["test"], config.n_test),
+        "dev": cap(by_split["dev"], config.n_dev),
+        "search": search,
+        "train": cap(rest, config.n_train),
+    }
+
+
+def _question_of(record: dict[str, Any]) -> str:
+    meta = record.get("meta")
+    question = meta.get("question") if isinstance(meta, dict) else None
+    return question if isinstance(question, str) else str(record["text"])
+
+
+def _without_traces(records: list[dict[str, Any]]) -> bool:
+    """Whether any record has an empty think (a question file's line): phase A then trains on
+    the model's own thinks (the trainer's on-policy sampling)."""
+    return any(not split_reasoning(str(r["text"]))[0].strip() for r in records)
 
 
 def _phase_settings(
@@ -249,12 +332,11 @@ def _train_phase(
         "tensorboard": False,
         **extra,
     }
+    model = {k: v for k, v in config.model.items() if v is not None}
     if start is not None:
-        raw["model"] = {
-            "models_root": str(embedded_model_dir().parent),
-            "base": embedded_model_dir().name,
-            "adapter": str(start.resolve()),
-        }
+        model["parts"] = str(start.resolve())
+    if model:
+        raw["model"] = model
     path = out.parent / f"{name}_config.yaml"
     _write_text(path, yaml.safe_dump(raw, sort_keys=False))
     train(load_train_config(path), resume=True, progress=False)
@@ -303,12 +385,28 @@ def _checkpoint_of(directory: Path, stage: str) -> Path:
     return checkpoint
 
 
-def _engine_with(parts: Path, free_budget: int) -> Engine:
-    """A fresh embedded model with the introspection parts saved in `parts`, in eval mode."""
-    model, tokenizer = load_model()
-    intro = load_introspection(model, parts)
-    intro.eval()
-    return Engine(model, tokenizer, intro, EngineConfig(budget_cap=free_budget))
+def load_recipe_model(config: RecipeConfig, parts: Path | None) -> tuple[Any, Any, Any]:
+    """(model, tokenizer, introspection) of the recipe's model, fresh, in eval mode: with the
+    parts saved in `parts`, or with none at all (None: the reference, Tina's parts off)."""
+    m = config.model
+    if m.get("base"):
+        where = (m.get("models_root") or ".", m["base"], m.get("adapter"), m.get("subfolder"))
+        model, tokenizer, intro = load_introspective_model(*where, parts=parts)
+        if parts is None and intro is not None:
+            remove_introspection(model)
+            intro = None
+    else:
+        model, tokenizer = load_model()
+        intro = load_introspection(model, parts) if parts is not None else None
+    if intro is not None:
+        intro.eval()
+    return model, tokenizer, intro
+
+
+def _engine_with(config: RecipeConfig, parts: Path) -> Engine:
+    """An engine on a fresh copy of the recipe's model with the parts saved in `parts`."""
+    model, tokenizer, intro = load_recipe_model(config, parts)
+    return Engine(model, tokenizer, intro, EngineConfig(budget_cap=config.free_budget))
 
 
 def _policy_calibration(config: RecipeConfig) -> Calibration | None:
@@ -369,6 +467,12 @@ def run_recipe(
 
     if runs("phase_a"):
         phase_a = _phase_settings("A", 400, {}, config.phase_a)
+        if _without_traces(splits["train"]):  # no traces to learn from: the model's own
+            own = {"temperature": 0.0, "budget": config.free_budget, "slack_ratio": 0.0}
+            phase_a["phases"] = [
+                {"on_policy": {**own, "budget_cap": config.free_budget}, **phase}
+                for phase in phase_a["phases"]
+            ]
         resume = start == "phase_a"  # a run started here goes on from its checkpoints
         _train_phase(config, "phase_a", out / "train.jsonl", out / "phase_a", phase_a, None, resume)
         step("phase_a")
@@ -377,7 +481,7 @@ def run_recipe(
 
     search_items = _items(splits["search"], "search")
     if runs("search"):
-        engine = _engine_with(ckpt_a, config.free_budget)
+        engine = _engine_with(config, ckpt_a)
         search = BudgetSearchConfig(**{"batch_size": config.batch_size, **config.search})
         found = minimal_budgets(engine, search_items, search)
         write_contract_jsonl(out / "onpolicy.jsonl", budget_records(search_items, found))
@@ -411,14 +515,14 @@ def run_recipe(
 
     calibration_path = final / CALIBRATION_FILE
     dev_items = _items(splits["dev"], "dev")
-    engine = _engine_with(_written_by(final / CONFIG_NAME, "policy").parent, config.free_budget)
+    engine = _engine_with(config, _written_by(final / CONFIG_NAME, "policy").parent)
     if runs("calibration"):
         _calibration(config, engine, splits["dev"], dev_items, calibration_path, policy, log)
         step("calibration")
 
     engine.calibration = load_calibration(_written_by(calibration_path, "calibration"))
     test_items = _items(splits["test"], "test")
-    plain, tokenizer = load_model()
+    plain, tokenizer, _ = load_recipe_model(config, None)
     reference_engine = Engine(plain, tokenizer, None, EngineConfig(budget_cap=config.free_budget))
     ref_rows, _ = decode_items(reference_engine, test_items, config.free_budget, config.batch_size)
     reference = {
@@ -486,7 +590,31 @@ def run_recipe(
     if config.ship_to:
         ship(final, Path(config.ship_to))
         log(f"[recipe] shipped {final} -> {config.ship_to}")
+    target = result_dir(config)
+    if target is not None:
+        place(final, target)
+        log(f"[recipe] parts and calibration -> {target} (tina chat/serve load them there)")
     return summary
+
+
+def result_dir(config: RecipeConfig) -> Path | None:
+    """Where the final parts go besides `final/`: `out`, else the model's adapter directory
+    (where `tina chat --adapter` finds them), else nowhere (the embedded model: `ship_to`)."""
+    if config.out:
+        return Path(config.out)
+    m = config.model
+    if m.get("base") and m.get("adapter"):
+        root = Path(m.get("models_root") or ".") / m["adapter"]
+        return root / m["subfolder"] if m.get("subfolder") else root
+    return None
+
+
+def place(final: Path, target: Path) -> None:
+    """Copy each file of `final` into `target` atomically, leaving its other files (a LoRA's
+    weights) as they are."""
+    target.mkdir(parents=True, exist_ok=True)
+    for source in sorted(p for p in final.iterdir() if p.is_file()):
+        atomic_write(target / source.name, partial(shutil.copyfile, source))
 
 
 def _budget_policy(
@@ -501,18 +629,26 @@ def _budget_policy(
 ) -> None:
     """The budget RL on the phase-C parts, then pruning; writes `final/` and, beside it, the
     history."""
-    engine = _engine_with(checkpoint, config.free_budget)
+    engine = _engine_with(config, checkpoint)
     engine.calibration = _policy_calibration(config)  # the policy learns under the serving rule
     policy_items = [it for it, f in zip(search_items, found, strict=True) if f.free_correct]
-    history = train_budget_policy(
-        engine,
-        policy_items,
-        policy,
-        lambda r: log(
-            f"[policy] {int(r['iteration'])}: reward {r['reward']:.3f} acc {r['accuracy']:.3f} "
-            f"think {r['think_tokens']:.1f} budget {r['budget']:.1f} std {r['std']:.3f}"
-        ),
-    )
+    history: list[dict[str, float]] = []
+    if not policy_items:  # a reward needs a question the model can answer at some budget
+        log(
+            f"[recipe] the model solved none of the {len(search_items)} search items thinking "
+            "freely: no budget policy, the budgets stay phase C's"
+        )
+    else:
+        history = train_budget_policy(
+            engine,
+            policy_items,
+            policy,
+            lambda r: log(
+                f"[policy] {int(r['iteration'])}: reward {r['reward']:.3f} "
+                f"acc {r['accuracy']:.3f} think {r['think_tokens']:.1f} "
+                f"budget {r['budget']:.1f} std {r['std']:.3f}"
+            ),
+        )
     _write_text(final.parent / "policy_history.json", json.dumps(history, indent=1) + "\n")
     from tina.train.data import example_from_record
     from tina.train.pruning import prune_dead_adapters

@@ -214,8 +214,11 @@ def load_introspective_model(
     adapter: str | None = None,
     subfolder: str | None = None,
     device: str | None = None,
+    parts: str | Path | None = None,
 ) -> tuple[Any, Any, Introspection | None]:
-    """(model, tokenizer, introspection or None) from local directories; see module docstring."""
+    """(model, tokenizer, introspection or None) from local directories; see module docstring.
+    `parts`: load the introspection parts from this directory instead of looking for them
+    beside the adapter and the base (a run's checkpoint, a recipe's `final/`)."""
     root = Path(models_root)
     base_dir = root / base
     model, tokenizer = load_model(base_dir, device=device)
@@ -242,6 +245,10 @@ def load_introspective_model(
             )
         search.insert(0, adapter_dir)
     intro = None
+    if parts is not None:
+        search = [Path(parts)]
+        if not (search[0] / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{parts}: holds no introspection parts ({CONFIG_NAME})")
     for directory in search:
         if (directory / CONFIG_NAME).is_file() or (directory / WEIGHTS_NAME).is_file():
             intro = load_introspection(model, directory)

@@ -132,15 +132,21 @@ def load_checkpoint(checkpoint: Path, mode: str) -> dict[str, Any]:
 
 def load_parts(config: Any, device: str, checkpoint: Path | None) -> tuple[Any, Any, Introspection]:
     """The model, tokenizer and introspection parts of a run: from the checkpoint when
-    resuming, else the model directory's own parts (if any), else fresh ones from the config."""
+    resuming, else from `model.parts` when set, else the model directory's own parts (if
+    any), else fresh ones from the config."""
     m = config.model
     if m.get("base"):
         model, tokenizer, intro = load_introspective_model(
-            m.get("models_root") or ".", m["base"], m.get("adapter"), m.get("subfolder"), device
+            m.get("models_root") or ".",
+            m["base"],
+            m.get("adapter"),
+            m.get("subfolder"),
+            device,
+            parts=m.get("parts"),
         )
     else:
         model, tokenizer = load_model(embedded_model_dir(), device=device)
-        intro = None
+        intro = load_introspection(model, m["parts"]) if m.get("parts") else None
     if checkpoint is not None:
         if intro is not None:  # the checkpoint's parts replace the ones the model came with
             remove_introspection(model)

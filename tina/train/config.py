@@ -79,7 +79,8 @@ class TrainConfig:
 
     model: dict[str, Any] = field(
         default_factory=dict
-    )  #: models_root/base/adapter/subfolder (empty: embedded)
+    )  #: models_root/base/adapter/subfolder (empty: embedded); `parts`: start from the
+    #: introspection parts in this directory (a run's checkpoint) instead of the model's own
     train_data: str = ""  #: contract JSONL file
     eval_data: str | None = None  #: held-out contract JSONL file for evaluation metrics
     strict_data: bool = True  #: stop at the first bad record (else skip and count)
@@ -137,7 +138,7 @@ _INTS = {
 }
 _NUMBERS = {"grad_clip": 0, "weight_decay": 0}  #: number fields and their lowest value
 _BOOLS = ("strict_data", "tensorboard")
-_MODEL_KEYS = ("models_root", "base", "adapter", "subfolder")
+_MODEL_KEYS = ("models_root", "base", "adapter", "subfolder", "parts")
 
 
 def _problems(raw: Any) -> Found:

@@ -38,6 +38,7 @@ from tina.core.tags import (
     THINK_OPEN,
     extract_answer,
     reasoning_structure_error,
+    strip_tags,
     text_question,
 )
 from tina.data.tasks.scoring import score_record
@@ -66,8 +67,9 @@ def record_prompt(record: dict[str, Any]) -> str:
 
 def with_own_think(record: dict[str, Any], completion: str, gold: str | None = None) -> str:
     """The record's prompt, the think of an engine `completion` (up to its `</think>`; empty
-    when it has none), and the gold answer (default: the record's own)."""
-    think = completion.split(THINK_CLOSE, 1)[0] if THINK_CLOSE in completion else ""
+    when it has none; a stray tag the model wrote inside it removed), and the gold answer
+    (default: the record's own)."""
+    think = strip_tags(completion.split(THINK_CLOSE, 1)[0]) if THINK_CLOSE in completion else ""
     answer = extract_answer(str(record["text"])) if gold is None else gold
     return f"{record_prompt(record)}{think}{THINK_CLOSE}{ANSWER_OPEN}{answer}{ANSWER_CLOSE}"
 
