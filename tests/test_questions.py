@@ -149,3 +149,80 @@ def test_choice_letters_and_numeric_scoring():
     assert [score_question(a, meta) for a in ("1,000", "1000.0", "999", "")] == [1, 1, 0, 0]
     with pytest.raises(ValueError, match="unknown scorer"):
         score_question("1", {"answer": "1", "scorer": "fuzzy"})
+
+
+def test_tina_data_writes_a_question_file(tmp_path, capsys):
+    from tina.cli import main
+
+    out = tmp_path / "q.jsonl"
+    assert (
+        main(
+            [
+                "data",
+                "--task",
+                "add,mul",
+                "--n",
+                "4",
+                "--difficulty",
+                "2",
+                "--questions",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    records = read_questions(out)
+    assert len(records) == 8 and {r["meta"]["scorer"] for r in records} == {"numeric"}
+    assert all(score_record(r["meta"]["answer"], r) == 1.0 for r in records)
+    code = main(
+        [
+            "data",
+            "--task",
+            "code_induction",
+            "--n",
+            "2",
+            "--questions",
+            "--out",
+            str(tmp_path / "bad.jsonl"),
+        ]
+    )
+    assert code == 2 and "use contract records" in capsys.readouterr().err
+
+
+def test_heldout_from_leaves_out_what_the_adapter_trained_on(tmp_path):
+    from tina.cli import main
+    from tina.train.sft import SFT_CONFIG_FILE, adapter_training_questions
+
+    adapter = tmp_path / "Tina" / "checkpoint-1"
+    adapter.mkdir(parents=True)
+    (adapter / SFT_CONFIG_FILE).write_text(
+        json.dumps({"tasks": {"add": {"n": 400, "difficulties": [2]}}, "data_seed": 0})
+    )
+    seen = adapter_training_questions(adapter)
+    assert len(seen) > 300
+    out = tmp_path / "q.jsonl"
+    assert (
+        main(
+            [
+                "data",
+                "--task",
+                "add",
+                "--n",
+                "40",
+                "--difficulty",
+                "2",
+                "--seed",
+                "0",
+                "--questions",
+                "--heldout-from",
+                str(adapter),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    questions = [r["meta"]["question"] for r in read_questions(out)]
+    assert len(questions) == len(set(questions)) == 40
+    assert not set(questions) & seen

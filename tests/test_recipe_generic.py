@@ -144,3 +144,16 @@ def test_a_bad_question_file_is_named_before_a_model_loads(tmp_path, capsys):
     assert code == 2
     assert f"{path}:2: answer:" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_signal_in_a_phase_ends_the_run_there(tmp_path, monkeypatch):
+    """SIGTERM during phase A: the trainer saves and returns; the recipe must not go on to
+    search with a half-trained phase A."""
+    import tina.recipe as recipe
+
+    monkeypatch.setattr(recipe, "train", lambda *a, **k: {"step": 1, "stopped": "SIGTERM"})
+    questions = question_file(tmp_path / "questions.jsonl", 8, seed=2)
+    config = RecipeConfig(output_dir=str(tmp_path / "run"), questions=str(questions), **TINY)
+    with pytest.raises(recipe.RecipeStopped, match=r"phase_a stopped by SIGTERM.*--from phase_a"):
+        run_recipe(config, log=lambda line: None)
+    assert not (tmp_path / "run" / "minimal_budgets.json").exists()

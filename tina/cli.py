@@ -40,15 +40,49 @@ def cmd_data(args: argparse.Namespace) -> int:
     records = []
     for task in tasks:
         try:
-            records += generate_records(
-                task, args.n, seed=args.seed, style=args.style, difficulties=args.difficulty
-            )
+            if args.heldout_from:
+                records += _heldout_records(task, args)
+            else:
+                records += generate_records(
+                    task, args.n, seed=args.seed, style=args.style, difficulties=args.difficulty
+                )
         except ValueError as exc:
             print(f"error: --difficulty: {exc}", file=sys.stderr)
             return 2
+    if args.questions:
+        from tina.data.questions import question_line, write_questions
+
+        try:
+            lines = [question_line(r) for r in records]
+        except ValueError as exc:
+            print(f"error: --questions: {exc}", file=sys.stderr)
+            return 2
+        count = write_questions(args.out, lines)
+        print(f"wrote {count} questions to {args.out}")
+        return 0
     count = write_contract_jsonl(args.out, records)
     print(f"wrote {count} records to {args.out}")
     return 0
+
+
+def _heldout_records(task: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """`args.n` records of `task` per difficulty whose questions the adapter `tina sft` wrote
+    in `args.heldout_from` never trained on (seen ones only where the space is too small),
+    each question once, ids `<task>-d<difficulty>-<i>`."""
+    from tina.data.tasks import TASKS
+    from tina.eval.quality import heldout_items
+    from tina.train.sft import adapter_training_questions
+
+    seen = adapter_training_questions(Path(args.heldout_from))
+    difficulties = args.difficulty or list(TASKS[task].difficulties)
+    out: list[dict[str, Any]] = []
+    for d in difficulties:
+        kept: dict[str, dict[str, Any]] = {}
+        for record in heldout_items(task, d, 2 * args.n, args.seed, seen):
+            kept.setdefault(record["meta"]["question"], record)
+        for i, record in enumerate(list(kept.values())[: args.n]):
+            out.append({**record, "id": f"{task}-d{d}-{i}"})
+    return out
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
@@ -345,6 +379,7 @@ def cmd_recipe(args: argparse.Namespace) -> int:
     from tina.data.questions import QuestionFileError, read_questions
     from tina.recipe import (
         RecipeResumeError,
+        RecipeStopped,
         check_stage,
         default_ship_dir,
         load_recipe_config,
@@ -389,6 +424,9 @@ def cmd_recipe(args: argparse.Namespace) -> int:
     except (RecipeResumeError, TrainDataError, QuestionFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RecipeStopped as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        return 1
     except ConfigError as exc:  # a stage's train config (the recipe's phase_a / phase_c keys)
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
@@ -420,6 +458,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="generator seed")
     p.add_argument("--difficulty", type=_csv_ints, default=None, help="difficulties, e.g. 1,2,3")
     p.add_argument("--out", required=True, help="output JSONL file (written atomically)")
+    p.add_argument(
+        "--questions",
+        action="store_true",
+        help="write a question file (question, answer, task, difficulty; no traces)",
+    )
+    p.add_argument(
+        "--heldout-from",
+        default=None,
+        metavar="ADAPTER_DIR",
+        help="--n per difficulty, questions this `tina sft` adapter never trained on",
+    )
 
     p = _add(sub, "bootstrap", cmd_bootstrap)
     p.add_argument("--out", required=True, help="output model directory")

@@ -339,7 +339,12 @@ def _train_phase(
         raw["model"] = model
     path = out.parent / f"{name}_config.yaml"
     _write_text(path, yaml.safe_dump(raw, sort_keys=False))
-    train(load_train_config(path), resume=True, progress=False)
+    summary = train(load_train_config(path), resume=True, progress=False)
+    if summary.get("stopped"):  # SIGTERM/SIGINT: the phase saved where it was; do not go on
+        raise RecipeStopped(
+            f"{out}: {name} stopped by {summary['stopped']} at its last checkpoint; "
+            f"`--from {name}` goes on from there"
+        )
 
 
 def _items(records: list[dict[str, Any]], where: str) -> list[EvalItem]:
@@ -367,6 +372,10 @@ def check_stage(start: str) -> None:
 
 class RecipeResumeError(RuntimeError):
     """A stage before the one the run starts at left no output in `output_dir`."""
+
+
+class RecipeStopped(RuntimeError):
+    """A signal stopped a training phase: the run ends there (the phase resumes with `--from`)."""
 
 
 def _written_by(path: Path, stage: str) -> Path:

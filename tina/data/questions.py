@@ -24,6 +24,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from tina.core.atomic import atomic_write
 from tina.core.checks import parse_strict_json, schema_problems
 from tina.data.contract import ContractError, validate_record
 from tina.data.tasks.scoring import choice_letter, parse_number
@@ -104,6 +105,36 @@ def _contract_line(value: dict[str, Any], where: str, line: int) -> dict[str, An
     question = meta.get("question") if isinstance(meta, dict) else None
     key = question if isinstance(question, str) else str(value["text"])
     return {**value, "id": value.get("id", f"{where}:{line}"), "split": split or split_of(key)}
+
+
+#: suite tasks whose answer is a value a question line can hold (abduction and induction are
+#: checked by running the answered program against the record's own: contract records)
+VALUE_TASKS = ("add", "sub", "mul", "code_deduction")
+
+
+def question_line(record: dict[str, Any]) -> dict[str, Any]:
+    """A task-suite record as a question-file line: id, question, answer, task, difficulty (no
+    trace, no split: a file of them is split by the questions' hash)."""
+    task = str(record["task"])
+    if task not in VALUE_TASKS:
+        raise ValueError(f"{task}: its answers are programs or inputs; use contract records")
+    meta = record["meta"]
+    line = {"id": record["id"], "question": meta["question"], "answer": meta["answer"]}
+    line["task"] = task
+    if "difficulty_bin" in record:
+        line["difficulty"] = record["difficulty_bin"]
+    return line
+
+
+def write_questions(path: str | Path, lines: list[dict[str, Any]]) -> int:
+    """Write question lines atomically (each checked as `read_questions` would); the count."""
+    for number, line in enumerate(lines, start=1):
+        problems = schema_problems(str(path), line, SCHEMA)
+        if problems:
+            raise QuestionFileError(str(path), number, problems[0].field, problems[0].message)
+    text = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return len(lines)
 
 
 def read_questions(path: str | Path) -> list[dict[str, Any]]:
