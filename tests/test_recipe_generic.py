@@ -73,7 +73,7 @@ def tiny_root(tmp_path, tiny_fresh):
 
 
 @pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
-def test_any_model_and_question_file_end_to_end(tmp_path, tiny_root):
+def test_any_model_and_question_file_end_to_end(tmp_path, tiny_root, capsys):
     questions = question_file(tmp_path / "questions.jsonl", 12, seed=5)
     model = {
         "models_root": str(tiny_root),
@@ -93,9 +93,13 @@ def test_any_model_and_question_file_end_to_end(tmp_path, tiny_root):
     )
     splits = question_splits(config)
     assert {k: len(v) for k, v in splits.items()} == {"test": 3, "dev": 3, "search": 3, "train": 3}
-    summary = run_recipe(config, log=lambda line: None)
+    summary = run_recipe(config, log=lambda line: None, progress=True)
     run = Path(config.output_dir)
     assert list(summary["timings_s"]) == list(STAGES)
+    shown = capsys.readouterr().out  # a bar per stage: the trainer's, then the engine's
+    for stage in ("search", "calibration", "evaluation"):
+        assert stage in shown
+    assert "items/s" in shown and f"{3 * (2 + len(TINY['sweep_budgets'])) + 3}/" in shown
     assert summary["n"] == 3 and (run / "artifacts" / "budget_result.md").is_file()
     # phase A had no traces to learn from: it sampled the model's own thinks
     phase_a = (run / "phase_a_config.yaml").read_text()

@@ -420,7 +420,7 @@ def cmd_recipe(args: argparse.Namespace) -> int:
     try:
         if config.questions and args.start == "data":  # every line checked before a model loads
             read_questions(config.questions)
-        run_recipe(config, start=args.start)
+        run_recipe(config, start=args.start, progress=not args.no_progress)
     except (RecipeResumeError, TrainDataError, QuestionFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -579,6 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--questions", default=None, help="a question file (JSONL) instead of the task suite"
     )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
         "--out",
         default=None,

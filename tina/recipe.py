@@ -22,7 +22,8 @@ import json
 import shutil
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
@@ -319,6 +320,7 @@ def _train_phase(
     extra: dict[str, Any],
     start: Path | None,
     resume: bool,
+    progress: bool = False,
 ) -> None:
     """One trainer run (the phased trainer, one phase; `_checkpoint_of` finds its last
     checkpoint). With `resume` it goes on from the last checkpoint in `out`; without, `out` is
@@ -339,12 +341,55 @@ def _train_phase(
         raw["model"] = model
     path = out.parent / f"{name}_config.yaml"
     _write_text(path, yaml.safe_dump(raw, sort_keys=False))
-    summary = train(load_train_config(path), resume=True, progress=False)
+    summary = train(load_train_config(path), resume=True, progress=progress)
     if summary.get("stopped"):  # SIGTERM/SIGINT: the phase saved where it was; do not go on
         raise RecipeStopped(
             f"{out}: {name} stopped by {summary['stopped']} at its last checkpoint; "
             f"`--from {name}` goes on from there"
         )
+
+
+@contextmanager
+def _stage_bar(
+    progress: bool, label: str, total: int | None, engines: list[Engine]
+) -> Iterator[None]:
+    """A progress bar over the requests `engines` finish within the block (rich: done/total,
+    items/s, elapsed, remaining; none unless `progress`); `total` None when not known ahead."""
+    if not progress:
+        yield
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task(label, total=total, rate="")
+
+        def advance(n: int) -> None:
+            bar.advance(task, n)
+            speed = bar.tasks[task].speed
+            bar.update(task, rate=f"{speed:.1f} items/s" if speed else "")
+
+        for engine in engines:
+            engine.on_finished = advance
+        try:
+            yield
+        finally:
+            for engine in engines:
+                engine.on_finished = None
 
 
 def _items(records: list[dict[str, Any]], where: str) -> list[EvalItem]:
@@ -443,7 +488,10 @@ def _load_found(path: Path) -> list[BudgetFound]:
 
 
 def run_recipe(
-    config: RecipeConfig, log: Callable[[str], None] = print, start: str = "data"
+    config: RecipeConfig,
+    log: Callable[[str], None] = print,
+    start: str = "data",
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Run the stages (see module docstring) from `start` on; returns the result summary.
 
@@ -483,7 +531,9 @@ def run_recipe(
                 for phase in phase_a["phases"]
             ]
         resume = start == "phase_a"  # a run started here goes on from its checkpoints
-        _train_phase(config, "phase_a", out / "train.jsonl", out / "phase_a", phase_a, None, resume)
+        _train_phase(
+            config, "phase_a", out / "train.jsonl", out / "phase_a", phase_a, None, resume, progress
+        )
         step("phase_a")
     if runs("phase_c"):  # the search and phase C start from phase A's parts
         ckpt_a = _checkpoint_of(out / "phase_a", "phase_a")
@@ -492,7 +542,8 @@ def run_recipe(
     if runs("search"):
         engine = _engine_with(config, ckpt_a)
         search = BudgetSearchConfig(**{"batch_size": config.batch_size, **config.search})
-        found = minimal_budgets(engine, search_items, search)
+        with _stage_bar(progress, "search", None, [engine]):
+            found = minimal_budgets(engine, search_items, search)
         write_contract_jsonl(out / "onpolicy.jsonl", budget_records(search_items, found))
         _save_found(out / SEARCH_FILE, found)
         solved = [f for f in found if f.minimal_budget is not None]
@@ -509,7 +560,9 @@ def run_recipe(
         phase_c = _phase_settings("C", 200, {"loss_weights": {"think_ce": 0.5}}, config.phase_c)
         onpolicy = _written_by(out / "onpolicy.jsonl", "search")
         resume = start == "phase_c"
-        _train_phase(config, "phase_c", onpolicy, out / "phase_c", phase_c, ckpt_a, resume)
+        _train_phase(
+            config, "phase_c", onpolicy, out / "phase_c", phase_c, ckpt_a, resume, progress
+        )
         step("phase_c")
 
     final = out / "final"
@@ -519,20 +572,29 @@ def run_recipe(
     if runs("policy"):
         ckpt_c = _checkpoint_of(out / "phase_c", "phase_c")
         found = _load_found(out / SEARCH_FILE)
-        _budget_policy(config, final, ckpt_c, search_items, found, policy, splits["dev"], log)
+        _budget_policy(
+            config, final, ckpt_c, search_items, found, policy, splits["dev"], log, progress
+        )
         step("policy")
 
     calibration_path = final / CALIBRATION_FILE
     dev_items = _items(splits["dev"], "dev")
     engine = _engine_with(config, _written_by(final / CONFIG_NAME, "policy").parent)
     if runs("calibration"):
-        _calibration(config, engine, splits["dev"], dev_items, calibration_path, policy, log)
+        total = len(dev_items) * (3 + len(config.exit_thresholds))
+        with _stage_bar(progress, "calibration", total, [engine]):
+            _calibration(config, engine, splits["dev"], dev_items, calibration_path, policy, log)
         step("calibration")
 
     engine.calibration = load_calibration(_written_by(calibration_path, "calibration"))
     test_items = _items(splits["test"], "test")
     plain, tokenizer, _ = load_recipe_model(config, None)
     reference_engine = Engine(plain, tokenizer, None, EngineConfig(budget_cap=config.free_budget))
+    evaluation_bar = ExitStack()
+    total = len(test_items) * (2 + len(config.sweep_budgets)) + len(dev_items)
+    evaluation_bar.enter_context(
+        _stage_bar(progress, "evaluation", total, [engine, reference_engine])
+    )
     ref_rows, _ = decode_items(reference_engine, test_items, config.free_budget, config.batch_size)
     reference = {
         "budget": config.free_budget,
@@ -584,6 +646,7 @@ def run_recipe(
         "exit_threshold": threshold,
     }
     table += dev_line(summary["dev"])
+    evaluation_bar.close()
     step("evaluation")
     from tina.eval.plots import plot_sweep
 
@@ -635,6 +698,7 @@ def _budget_policy(
     policy: BudgetPolicyConfig,
     dev_records: list[dict[str, Any]],
     log: Callable[[str], None],
+    progress: bool = False,
 ) -> None:
     """The budget RL on the phase-C parts, then pruning; writes `final/` and, beside it, the
     history."""
@@ -648,17 +712,40 @@ def _budget_policy(
             "freely: no budget policy, the budgets stay phase C's"
         )
     else:
-        history = train_budget_policy(
-            engine,
-            policy_items,
-            policy,
-            lambda r: log(
-                f"[policy] {int(r['iteration'])}: reward {r['reward']:.3f} "
-                f"acc {r['accuracy']:.3f} think {r['think_tokens']:.1f} "
-                f"budget {r['budget']:.1f} std {r['std']:.3f}"
-            ),
-        )
+        total = policy.iterations * policy.batch_size * policy.samples_per_item
+        with _stage_bar(progress, "policy", total, [engine]):
+            history = _policy_history(engine, policy_items, policy, log)
     _write_text(final.parent / "policy_history.json", json.dumps(history, indent=1) + "\n")
+    _prune_and_save(config, engine, final, dev_records, log)
+
+
+def _policy_history(
+    engine: Engine,
+    policy_items: list[EvalItem],
+    policy: BudgetPolicyConfig,
+    log: Callable[[str], None],
+) -> list[dict[str, float]]:
+    """`train_budget_policy`, its iterations logged."""
+    return train_budget_policy(
+        engine,
+        policy_items,
+        policy,
+        lambda r: log(
+            f"[policy] {int(r['iteration'])}: reward {r['reward']:.3f} "
+            f"acc {r['accuracy']:.3f} think {r['think_tokens']:.1f} "
+            f"budget {r['budget']:.1f} std {r['std']:.3f}"
+        ),
+    )
+
+
+def _prune_and_save(
+    config: RecipeConfig,
+    engine: Engine,
+    final: Path,
+    dev_records: list[dict[str, Any]],
+    log: Callable[[str], None],
+) -> None:
+    """Dead side adapters pruned (scored on the dev records), then the parts saved in `final`."""
     from tina.train.data import example_from_record
     from tina.train.pruning import prune_dead_adapters
 

@@ -133,6 +133,9 @@ class Engine:
         )
         self.forward_calls = 0  #: model forwards run so far (one prefill + one per step)
         self._kept: Prefix | None = None  #: the last prompt prefilled, for the next `admit`
+        #: called with the number of requests that ended at each step where some did (a
+        #: caller's progress bar or counter)
+        self.on_finished: Callable[[int], None] | None = None
         self._step_ends: dict[int, bool] = {}
         self._vocab = Vocab(
             think_close=self.ids[THINK_CLOSE],
@@ -241,6 +244,8 @@ class Engine:
             step_ids = [step_ids[i] for i in keep]
             think_flags = [think_flags[i] for i in keep]
             select(batch, keep)
+            if self.on_finished is not None:
+                self.on_finished(len(ended))
         if batch.rows:
             self._feed(batch, step_ids, think_flags)
         return ended
