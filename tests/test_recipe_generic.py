@@ -4,6 +4,7 @@ file named before any model loads."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from tina.core.calibration import CALIBRATION_FILE
 from tina.core.introspection import CONFIG_NAME, load_introspective_model
 from tina.data.tasks import generate_records
 from tina.recipe import STAGES, RecipeConfig, question_splits, run_recipe
+from tina.serve.runtime import add_model_arguments, load_engine
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -111,6 +113,13 @@ def test_any_model_and_question_file_end_to_end(tmp_path, tiny_root, capsys):
     assert (adapter / "adapter_config.json").is_file()  # the LoRA is still there
     _, _, intro = load_introspective_model(tiny_root, "tiny", "Tina", "checkpoint-1", "cpu")
     assert intro is not None
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser)
+    flags = ["--models-root", str(tiny_root), "--base", "tiny", "--adapter", "Tina"]
+    engine, _ = load_engine(parser.parse_args([*flags, "--subfolder", "checkpoint-1"]))
+    assert engine.introspection is not None and engine.calibration is not None
+    expected = json.loads((adapter / CALIBRATION_FILE).read_text())["confidence_temperature"]
+    assert engine.calibration.confidence_temperature == expected
 
 
 def test_the_embedded_model_on_a_question_file(tmp_path):

@@ -2,7 +2,9 @@
 calibration. Chat, observation, HTTP serving, sweeps and calibration all start here, so they
 load the same things the same way. With no model flags, the embedded model runs with the
 introspection parts and calibration the think-less recipe shipped into its `introspection/`
-directory, when present (`--no-introspection`: the model alone).
+directory, when present (`--no-introspection`: the model alone). A model of one's own loads
+the parts found beside its adapter (or base) and the calibration file next to them, as
+`tina recipe` writes them.
 
 What it does not do: decode (see `tina.engine.loop`) or parse command lines (see `tina.cli`).
 """
@@ -65,6 +67,21 @@ def add_model_arguments(parser: Any) -> None:
     )
 
 
+def _calibration_beside_parts(
+    root: Path, base: str, adapter: str | None, subfolder: str | None
+) -> str | None:
+    """The calibration file next to the introspection parts `load_introspective_model` loaded
+    (the adapter's directory first, then the base's: where the recipe writes both)."""
+    places = [root / base]
+    if adapter is not None:
+        places.insert(0, root / adapter / subfolder if subfolder else root / adapter)
+    for place in places:
+        if (place / CONFIG_NAME).is_file():
+            found = place / CALIBRATION_FILE
+            return str(found) if found.is_file() else None
+    return None
+
+
 def load_engine(args: Any, service: ServiceConfig | None = None) -> tuple[Engine, ServiceConfig]:
     """The engine for parsed `add_model_arguments` flags; returns it with the service config."""
     service = service or load_service_config(args.service_config)
@@ -85,6 +102,8 @@ def load_engine(args: Any, service: ServiceConfig | None = None) -> tuple[Engine
     model, tokenizer, intro = load_introspective_model(
         root, base, adapter, subfolder, device=args.device
     )
+    if intro is not None and shipped_calibration is None:
+        shipped_calibration = _calibration_beside_parts(root, base, adapter, subfolder)
     calibration_path = args.calibration or service.calibration_path or shipped_calibration
     calibration = load_calibration(calibration_path) if calibration_path else None
     config = EngineConfig.from_service_config(service)
