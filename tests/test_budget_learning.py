@@ -14,7 +14,12 @@ from tina.eval.metrics import budget_reward
 from tina.eval.sweep import AUTO, item_from_record
 from tina.recipe import RecipeConfig, build_splits, load_recipe_config
 from tina.train.budget_policy import BudgetPolicy, leave_one_out_baseline, reinforce_loss
-from tina.train.budget_search import BudgetSearchConfig, budget_records, minimal_budgets
+from tina.train.budget_search import (
+    BudgetFound,
+    BudgetSearchConfig,
+    budget_records,
+    minimal_budgets,
+)
 
 
 def _telemetry(think: int, budget: int) -> Telemetry:
@@ -264,3 +269,31 @@ def test_exit_threshold_is_the_one_with_the_best_reward(items):
     assert fit_exit_threshold(engine, items, [None, 0.5, 0.7], 0.003, tolerance=0.0)[0] == 0.5  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         fit_exit_threshold(engine, items, [1.5], lam=0.003)  # type: ignore[arg-type]
+
+
+def test_a_question_without_a_plan_gets_one_from_its_minimal_budget():
+    """A question file's record has no plan label: the search gives it `direct` when no
+    thinking was needed and `compute` when some was (else the plan head learns only
+    `direct` and the engine never thinks at the heads' budget)."""
+    records = [
+        {
+            "id": f"q{i}",
+            "text": f"What is {i} + 1?\n<think></think><answer>{i + 1}</answer>",
+            "meta": {"question": f"What is {i} + 1?", "answer": str(i + 1), "scorer": "numeric"},
+        }
+        for i in range(3)
+    ]
+    items = [item_from_record(r, ("q.jsonl", i + 1)) for i, r in enumerate(records)]
+    found = [
+        BudgetFound(
+            id=it.id,
+            free_correct=ok,
+            free_think_tokens=20,
+            minimal_budget=need,
+            minimal_used=need,
+            completion=f"t</think><answer>{it.gold}</answer>",
+        )
+        for it, ok, need in zip(items, (True, True, False), (0, 12, None), strict=True)
+    ]
+    plans = [r.get("plan_class") for r in budget_records(items, found)]
+    assert plans == ["direct", "compute", "compute"]

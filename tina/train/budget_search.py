@@ -17,7 +17,8 @@ target = the think tokens spent at the minimal budget (the engine closes thinkin
 end, so this is where the sufficient thinking ended: granting exactly that budget closes
 there again; an unsolved item keeps its record's `target_budget`, the length of
 a correct concise trace: thinking longer than that does not help it), confidence target =
-correctness with free thinking, plan `direct` when the minimal budget is 0. The grid budget
+correctness with free thinking, plan `direct` when the minimal budget is 0 and `compute` when
+it is not and the record had no plan (a question file's) or `direct`. The grid budget
 that fell short just below it adds a second record: that cut think, labelled wrong (the
 confidence read after thinking learns to recognise a think stopped too early), with the same
 budget target. The other exits the search decoded nearest above the minimal budget (larger
@@ -139,7 +140,7 @@ def budget_records(
         record["correct"] = f.free_correct
         if target == 0:
             record["plan_class"] = "direct"
-        elif record.get("plan_class") == "direct":
+        elif record.get("plan_class") in (None, "direct", 0):  # thinks: not direct
             record["plan_class"] = "compute"
         record["minimal_budget"] = f.minimal_budget
         out.append(record)
