@@ -204,3 +204,14 @@ def test_help_and_other_commands_need_no_serve_extra(monkeypatch, capsys):
     assert main(["chat", "--prompt", "Add 37 and 45", "--no-stream"]) == 0
     assert capsys.readouterr().out.strip() == "82"
     assert "tina.serve.app" not in sys.modules
+
+
+def test_interactive_chat_starts_with_one_line_about_the_model(capsys, monkeypatch):
+    answers = iter(["Add 2 and 3", "exit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
+    assert main(["chat", "--no-stream"]) == 0
+    first, *rest = capsys.readouterr().out.splitlines()
+    assert first.startswith("Tina chat, the embedded model (")
+    assert "parameters, with its introspection parts)" in first
+    assert "arithmetic" in first and "--base NAME" in first and "'exit'" in first
+    assert rest == ["5"]

@@ -316,3 +316,28 @@ async def test_run_watch_and_stop_a_real_training_keeps_its_checkpoint(base_conf
         log_lines = app.query_one("#log", Log).lines
         assert log_lines[0] == f"$ tina train --train-config {run_dir / 'train_config.yaml'}"
         assert any(line.startswith("done: {'step': " + str(last["step"])) for line in log_lines)
+
+
+@pytest.mark.anyio
+async def test_a_missing_data_file_can_be_generated_from_the_form(tmp_path):
+    """A fresh clone has no data/train.jsonl, which the shipped config names: Generate writes
+    task-suite records there and the form is ready to run."""
+    from textual.widgets import Button, Static
+
+    from tina.data.contract import read_contract_jsonl
+    from tina.tui import TrainingApp
+    from tina.tui_state import GENERATED_PER_TASK
+
+    shipped = yaml.safe_load((ROOT / "train_config.yaml").read_text())
+    missing = tmp_path / "data" / "train.jsonl"
+    config = tmp_path / "train_config.yaml"
+    config.write_text(yaml.safe_dump({**shipped, "train_data": str(missing)}))
+    app = TrainingApp(config, poll_s=0.1)
+    async with app.run_test(size=(100, 30)) as pilot:
+        assert "no such file" in str(app.query_one("#error-train_data", Static).content)
+        assert not app.query_one("#generate", Button).disabled
+        await pilot.click("#generate")
+        await pilot.pause()
+        assert len(read_contract_jsonl(missing).records) == 7 * GENERATED_PER_TASK
+        assert "train_data" not in app.problems
+        assert app.query_one("#generate", Button).disabled

@@ -92,9 +92,27 @@ def answer_question(
     out.flush()
 
 
+def banner(engine: Any, base: str | None) -> str:
+    """The one line interactive chat starts with: which model, how big, what it can do, and
+    how to run another."""
+    size = sum(p.numel() for p in engine.model.parameters())
+    parts = "with" if engine.introspection is not None else "without"
+    scale = f"{size / 1e6:.1f}M" if size < 1e9 else f"{size / 1e9:.2f}B"
+    if base is None:
+        what = (
+            f"the embedded model ({scale} parameters, {parts} its introspection parts): "
+            "arithmetic (add, subtract, multiply) and small Python programs; "
+            "another model: --models-root DIR --base NAME [--adapter NAME]"
+        )
+    else:
+        thinks = "thinks in <think> tags" if engine.reasoning else "answers in its own format"
+        what = f"{base} ({scale} parameters, {parts} introspection parts; {thinks})"
+    return f"Tina chat, {what}. Type a question, or 'exit' to leave."
+
+
 def run_chat(args: Any) -> int:
     """Entry of `tina chat` (arguments from the CLI parser)."""
-    engine, _ = load_engine(args)
+    engine, service = load_engine(args)
 
     def request(question: str) -> Request:
         return request_from_args(args, question, True if args.visible_cot else None)
@@ -103,7 +121,7 @@ def run_chat(args: Any) -> int:
     if args.prompt is not None:
         answer_question(engine, request(args.prompt), **options)
         return 0
-    print("Tina chat: type a question, or 'exit' to leave.")
+    print(banner(engine, service.model.base if args.base is None else args.base))
     while True:
         try:
             line = input("> ")

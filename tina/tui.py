@@ -45,12 +45,14 @@ from tina.tui_state import (
     AGGREGATORS,
     FIELDS,
     GENERAL,
+    GENERATED_PER_TASK,
     LABELS,
     TRAIN_MODES,
     LineTail,
     config_from_form,
     eta_seconds,
     form_from_config,
+    generate_data,
     mode_choices,
     read_metrics,
     status_lines,
@@ -218,6 +220,7 @@ class TrainingApp(App[None]):
                     yield Static("", id=f"error-{GENERAL}", classes="error")
                 with Horizontal(id="buttons"):
                     yield Button("Run", id="run", variant="success", compact=True)
+                    yield Button("Generate data", id="generate", compact=True, disabled=True)
                     yield Button("Stop", id="stop", variant="error", compact=True, disabled=True)
             with Vertical(id="right"):
                 yield Static(self.load_problem or "Fill the form, then Run.", id="status")
@@ -278,7 +281,10 @@ class TrainingApp(App[None]):
 
     def refresh_problems(self) -> dict[str, str]:
         """Check the whole form and show each problem under its field."""
-        self.problems = validate_form(self.base, self.form_values())
+        form = self.form_values()
+        self.problems = validate_form(self.base, form)
+        data = form["train_data"].strip()
+        self.query_one("#generate", Button).disabled = not data or Path(data).exists()
         for name in (*FIELDS, GENERAL):
             error = self.query_one(f"#error-{name}", Static)
             message = self.problems.get(name, "")
@@ -306,6 +312,24 @@ class TrainingApp(App[None]):
             self.action_run()
         elif event.button.id == "stop":
             self.action_stop()
+        elif event.button.id == "generate":
+            self.action_generate()
+
+    def action_generate(self) -> None:
+        """Write task-suite records where the data field points and no file is."""
+        path = Path(self.form_values()["train_data"].strip())
+        if path.exists():
+            return
+        try:
+            count = generate_data(path)
+        except (OSError, ValueError) as exc:
+            self.notify(f"cannot write {path}: {exc}", severity="error")
+            return
+        self.query_one("#log", Log).write_line(
+            f"wrote {count} task-suite records to {path} (tina data --task all "
+            f"--n {GENERATED_PER_TASK} --out {path})"
+        )
+        self.refresh_problems()
 
     # --- the run ----------------------------------------------------------------------------
 

@@ -7,7 +7,8 @@ field as it is typed (`field_problem`: whole numbers, existing paths, tap lists)
 config from the YAML it was prefilled from, the form's fields replacing theirs
 (`config_from_form`); check the whole config with `tina.train.config.load_train_config` itself,
 so there is one rule for config errors, and map its dotted-path messages back onto the form's
-fields (`validate_form`); read a growing file line by line (`LineTail`, `read_metrics`).
+fields (`validate_form`); write task-suite data where the data file is missing
+(`generate_data`); read a growing file line by line (`LineTail`, `read_metrics`).
 
 What it does not do: widgets, the training subprocess (both `tina.tui`), or training.
 """
@@ -149,7 +150,7 @@ def field_problem(name: str, form: dict[str, Any]) -> str | None:
         if not text:
             return "no training data given"
         if not Path(text).is_file():
-            return f"no such file: {text}"
+            return f"no such file: {text} (Generate writes task-suite records there)"
     elif name == "models_root":
         if text and not Path(text).is_dir():
             return f"no such directory: {text}"
@@ -228,6 +229,20 @@ def field_of_problem(message: str) -> str:
     """The form field a `load_train_config` message (`key.sub: what`) is about, else GENERAL."""
     key = message.split(":", 1)[0].strip()
     return _FIELD_OF_KEY.get(re.split(r"[.\[]", key, maxsplit=1)[0], GENERAL)
+
+
+#: what Generate writes where the data file is missing: `tina data --task all --n 40`
+GENERATED_PER_TASK = 40
+
+
+def generate_data(path: str | Path) -> int:
+    """Concise task-suite records, `GENERATED_PER_TASK` of every task, written atomically to
+    `path` (what `tina data --task all --n 40 --out PATH` writes); the count."""
+    from tina.data.contract import write_contract_jsonl
+    from tina.data.tasks import TASKS, generate_records
+
+    records = [r for task in TASKS for r in generate_records(task, GENERATED_PER_TASK, seed=0)]
+    return write_contract_jsonl(path, records)
 
 
 def validate_form(base: dict[str, Any], form: dict[str, Any]) -> dict[str, str]:
