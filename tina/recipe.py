@@ -514,8 +514,11 @@ def run_recipe(
         log(f"[recipe] {name}: {timings[name]:.0f} s")
 
     if runs("data"):
-        for name, records in build_splits(config).items():
+        built = build_splits(config)
+        for name, records in built.items():
             write_contract_jsonl(out / f"{name}.jsonl", records)
+        sizes = ", ".join(f"{name} {len(records)}" for name, records in built.items())
+        log(f"[recipe] splits: {sizes}")
         step("data")
     splits = {
         name: read_contract_jsonl(_written_by(out / f"{name}.jsonl", "data")).records
