@@ -107,7 +107,8 @@ class TrainConfig:
             "confidence_bce": 0.5,
             "gate_sparsity": 0.01,
         }
-    )  #: base weights of the loss parts (see `tina.train.losses.LOSS_NAMES`)
+    )  #: base weights of the loss parts (see `tina.train.losses.LOSS_NAMES`); a mapping given
+    #: in the config replaces these as a whole (a part it leaves out has weight 0)
     phases: list[PhaseConfig] = field(
         default_factory=lambda: [PhaseConfig(name="A", until_step=10**9)]
     )  #: in order
