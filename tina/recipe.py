@@ -44,13 +44,20 @@ from tina.core.introspection import (
 from tina.core.models import embedded_model_dir, load_model
 from tina.core.tags import split_reasoning
 from tina.data.contract import read_contract_jsonl, write_contract_jsonl
-from tina.data.questions import read_questions
+from tina.data.questions import question_of, read_questions
 from tina.data.tasks import generate_records
 from tina.engine.loop import Engine
 from tina.engine.types import EngineConfig
 from tina.eval.budget_result import dev_line, result_table
 from tina.eval.quality import DEFAULT_SUITE, heldout_items
-from tina.eval.sweep import AUTO, EvalItem, decode_items, item_from_record, sweep_engine
+from tina.eval.sweep import (
+    AUTO,
+    EvalItem,
+    decode_items,
+    item_from_record,
+    progress_bar,
+    sweep_engine,
+)
 from tina.serve.runtime import SHIPPED_INTROSPECTION
 from tina.train.bootstrap import seen_questions_of
 from tina.train.budget_policy import BudgetPolicyConfig, train_budget_policy
@@ -270,7 +277,7 @@ def question_splits(config: RecipeConfig) -> dict[str, list[dict[str, Any]]]:
     for record in read_questions(config.questions):
         by_split[record["split"]].append(record)
     for records in by_split.values():
-        records.sort(key=lambda r: hashlib.sha256(_question_of(r).encode()).hexdigest())
+        records.sort(key=lambda r: hashlib.sha256(question_of(r).encode()).hexdigest())
 
     def cap(records: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
         return records if n == 0 else records[:n]
@@ -284,12 +291,6 @@ def question_splits(config: RecipeConfig) -> dict[str, list[dict[str, Any]]]:
         "search": search,
         "train": cap(rest, config.n_train),
     }
-
-
-def _question_of(record: dict[str, Any]) -> str:
-    meta = record.get("meta")
-    question = meta.get("question") if isinstance(meta, dict) else None
-    return question if isinstance(question, str) else str(record["text"])
 
 
 def _without_traces(records: list[dict[str, Any]]) -> bool:
@@ -353,30 +354,13 @@ def _train_phase(
 def _stage_bar(
     progress: bool, label: str, total: int | None, engines: list[Engine]
 ) -> Iterator[None]:
-    """A progress bar over the requests `engines` finish within the block (rich: done/total,
-    items/s, elapsed, remaining; none unless `progress`); `total` None when not known ahead."""
+    """A progress bar over the requests `engines` finish within the block (done/total,
+    items/s, remaining; none unless `progress`); `total` None when not known ahead."""
     if not progress:
         yield
         return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = [
-        TextColumn(f"[bold]{label}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    ]
-    with Progress(*columns, transient=False) as bar:
-        task = bar.add_task(label, total=total, rate="")
+    bar, task = progress_bar(True, total, label, rate=True)
+    with bar:
 
         def advance(n: int) -> None:
             bar.advance(task, n)

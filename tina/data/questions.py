@@ -101,10 +101,15 @@ def _contract_line(value: dict[str, Any], where: str, line: int) -> dict[str, An
     split = value.get("split")
     if split is not None and split not in SPLITS:
         raise QuestionFileError(where, line, "split", f"{split!r} is not one of {list(SPLITS)}")
-    meta = value.get("meta")
-    question = meta.get("question") if isinstance(meta, dict) else None
-    key = question if isinstance(question, str) else str(value["text"])
+    key = question_of(value)
     return {**value, "id": value.get("id", f"{where}:{line}"), "split": split or split_of(key)}
+
+
+def question_of(record: dict[str, Any]) -> str:
+    """A record's question: its `meta.question`, else its whole text (what the split hashes)."""
+    meta = record.get("meta")
+    question = meta.get("question") if isinstance(meta, dict) else None
+    return question if isinstance(question, str) else str(record["text"])
 
 
 #: suite tasks whose answer is a value a question line can hold (abduction and induction are

@@ -191,7 +191,7 @@ class Engine:
             check_sampling(request.temperature, request.top_p)
         started = time.perf_counter()
         encoded = [self._encode(self._prompt_text(r)) for r in requests]
-        weights = weights_key(self.model.parameters())
+        weights = weights_key(self.model.parameters()) if self.config.prefix_cache else ()
         prefix = self._prefix(encoded, weights)
         done = len(prefix) if prefix is not None else 0
         input_ids, tail = self._left_pad([e[done:] for e in encoded])

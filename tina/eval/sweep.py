@@ -268,8 +268,11 @@ class SweepResult:
     paths: dict[str, Path] = field(default_factory=dict)  #: csv, items_csv, json
 
 
-def progress_bar(enabled: bool, total: int, description: str) -> tuple[Any, Any]:
-    """A rich progress bar (disabled unless `enabled`) and its task id."""
+def progress_bar(
+    enabled: bool, total: int | None, description: str, rate: bool = False
+) -> tuple[Any, Any]:
+    """A rich progress bar (disabled unless `enabled`) and its task id; with `rate`, a column
+    showing the task's `rate` field (its caller writes items/s there)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -278,14 +281,11 @@ def progress_bar(enabled: bool, total: int, description: str) -> tuple[Any, Any]
         TimeRemainingColumn,
     )
 
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        disable=not enabled,
-    )
-    return bar, bar.add_task(description, total=total)
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+    if rate:
+        columns.append(TextColumn("{task.fields[rate]}"))
+    bar = Progress(*columns, TimeRemainingColumn(), disable=not enabled)
+    return bar, bar.add_task(description, total=total, rate="")
 
 
 def sweep_engine(
