@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tina.data.tasks import TASKS, generate_records
+from tina.data.tasks import ALL_TASKS, generate_records
 from tina.data.tasks.minipy import run_function
 from tina.data.tasks.scoring import score_answer, task_reward
 
@@ -185,7 +185,7 @@ def test_length_mismatch_raises(n_completions: int, n_tasks: int, n_metas: int) 
         task_reward(["1020"] * n_completions, task=["add"] * n_tasks, meta=[ADD_META] * n_metas)
 
 
-@pytest.mark.parametrize("task", [t for t in TASKS if t != "code_induction"])
+@pytest.mark.parametrize("task", [t for t in ALL_TASKS if t != "code_induction"])
 def test_off_by_one_answers_of_generated_records_score_zero(task: str) -> None:
     """Gold answers score 1 and gold + 1 scores 0 (abduction programs are injective)."""
     records = generate_records(task, 60, seed=21)
@@ -193,3 +193,12 @@ def test_off_by_one_answers_of_generated_records_score_zero(task: str) -> None:
         gold = int(record["meta"]["answer"])
         assert score_answer(str(gold), task, record["meta"]) == 1.0
         assert score_answer(str(gold + 1), task, record["meta"]) == 0.0
+
+
+def test_out_of_scope_scores_the_refusal_and_nothing_else() -> None:
+    from tina.data.tasks.out_of_scope import REFUSAL
+
+    meta = generate_records("out_of_scope", 1, seed=3)[0]["meta"]
+    assert score_answer(REFUSAL, "out_of_scope", meta) == 1.0
+    assert score_answer("52", "out_of_scope", meta) == 0.0
+    assert score_answer("", "out_of_scope", meta) == 0.0

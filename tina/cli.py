@@ -27,9 +27,9 @@ def _csv_ints(text: str) -> list[int]:
 def cmd_data(args: argparse.Namespace) -> int:
     """Write synthetic task records as contract JSONL."""
     from tina.data.contract import write_contract_jsonl
-    from tina.data.tasks import TASKS, generate_records
+    from tina.data.tasks import ALL_TASKS, TASKS, generate_records
 
-    tasks = list(TASKS) if args.task == "all" else args.task.split(",")
+    tasks = list(ALL_TASKS) if args.task == "all" else args.task.split(",")
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         print(
@@ -44,10 +44,16 @@ def cmd_data(args: argparse.Namespace) -> int:
                 records += _heldout_records(task, args)
             else:
                 records += generate_records(
-                    task, args.n, seed=args.seed, style=args.style, difficulties=args.difficulty
+                    task,
+                    args.n,
+                    seed=args.seed,
+                    style=args.style,
+                    difficulties=args.difficulty,
+                    phrasing=args.phrasing,
                 )
         except ValueError as exc:
-            print(f"error: --difficulty: {exc}", file=sys.stderr)
+            flag = "--phrasing" if "phrasing" in str(exc) else "--difficulty"
+            print(f"error: {flag}: {exc}", file=sys.stderr)
             return 2
     if args.questions:
         from tina.data.questions import question_line, write_questions
@@ -283,6 +289,64 @@ def cmd_sft(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nan_to_none(value: Any) -> Any:
+    """`value` with every NaN float (a metric with nothing to measure) as None, for JSON."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+def cmd_phrasings(args: argparse.Namespace) -> int:
+    """Held-out phrasings and out-of-scope prompts through the engine as served."""
+    from tina.core.atomic import atomic_write_json, atomic_write_text
+    from tina.eval.phrasings import evaluate_phrasings, phrasings_markdown
+    from tina.eval.sweep import AUTO, SweepError
+    from tina.serve.runtime import load_engine
+
+    budget: Any = AUTO
+    if args.budget != AUTO:
+        try:
+            budget = int(args.budget)
+            if budget < 0:
+                raise ValueError
+        except ValueError:
+            print(
+                f"error: --budget: expected an integer >= 0 or 'auto', got {args.budget!r}",
+                file=sys.stderr,
+            )
+            return 2
+    engine, _ = load_engine(args)
+    started = time.perf_counter()
+    try:
+        report = evaluate_phrasings(engine, n_per_cell=args.n, seed=args.seed, budget=budget)
+    except SweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    table = phrasings_markdown(report)
+    out = Path(args.out)
+    atomic_write_text(out / "phrasings.md", table)
+    atomic_write_json(
+        out / "phrasings.json",
+        _nan_to_none(
+            {
+                "groups": report.groups,
+                "out_of_scope": report.out_of_scope,
+                "confidence": report.confidence,
+                "n_per_cell": args.n,
+                "seed": args.seed,
+                "budget": str(budget),
+                "rows": report.rows,
+            }
+        ),
+    )
+    print(table + f"({time.perf_counter() - started:.0f}s; wrote {out}/phrasings.md, .json)")
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Quality, confidence and leakage at fixed think budgets and auto, through the engine."""
     from tina.eval.sweep import (
@@ -455,6 +519,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True, help="task name, comma-separated names, or 'all'")
     p.add_argument("--n", type=int, default=100, help="records per task")
     p.add_argument("--style", choices=("concise", "verbose"), default="concise", help="trace style")
+    p.add_argument(
+        "--phrasing",
+        choices=("canonical", "varied", "heldout"),
+        default="canonical",
+        help="question forms of the arithmetic tasks: the suite's own, people's (training "
+        "grammar), or the held-out forms no training run sees",
+    )
     p.add_argument("--seed", type=int, default=0, help="generator seed")
     p.add_argument("--difficulty", type=_csv_ints, default=None, help="difficulties, e.g. 1,2,3")
     p.add_argument("--out", required=True, help="output JSONL file (written atomically)")
@@ -614,8 +685,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=100, help="held-out items per task and difficulty")
     p.add_argument("--out", default="artifacts", help="directory for quality.csv and quality.md")
 
-    p = _add(sub, "sweep", cmd_sweep)
     from tina.serve.runtime import add_model_arguments
+
+    p = _add(sub, "phrasings", cmd_phrasings)
+    add_model_arguments(p)
+    p.add_argument("--n", type=int, default=30, help="held-out phrasings per task and difficulty")
+    p.add_argument("--seed", type=int, default=7000, help="seed of the phrasing draw")
+    p.add_argument("--budget", default="auto", help="think budget: auto (the heads) or tokens")
+    p.add_argument("--out", default="artifacts", help="directory for phrasings.md and .json")
+
+    p = _add(sub, "sweep", cmd_sweep)
 
     add_model_arguments(p)
     p.add_argument("--data", required=True, help="contract JSONL of evaluation items")

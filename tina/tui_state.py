@@ -239,9 +239,9 @@ def generate_data(path: str | Path) -> int:
     """Concise task-suite records, `GENERATED_PER_TASK` of every task, written atomically to
     `path` (what `tina data --task all --n 40 --out PATH` writes); the count."""
     from tina.data.contract import write_contract_jsonl
-    from tina.data.tasks import TASKS, generate_records
+    from tina.data.tasks import ALL_TASKS, generate_records
 
-    records = [r for task in TASKS for r in generate_records(task, GENERATED_PER_TASK, seed=0)]
+    records = [r for task in ALL_TASKS for r in generate_records(task, GENERATED_PER_TASK, seed=0)]
     return write_contract_jsonl(path, records)
 
 

@@ -26,7 +26,7 @@ class EngineConfig:
     slack_ratio: float = 0.5  #: soft cap = budget · (1 + slack_ratio)
     min_think: int = 0  #: the heads' budget is raised to at least this (not a fixed budget)
     budget_cap: int = 384  #: the largest budget; also the budget when there are no heads
-    max_answer_tokens: int = 64  #: answer token cap, then `</answer>` is forced
+    max_answer_tokens: int = 96  #: answer token cap, then `</answer>` is forced
     visible_cot: bool = False  #: default visibility of the thinking
     extend_on_low_confidence: bool = False  #: allow one budget extension at the soft cap
     extension_threshold: float = 0.5  #: extend when confidence at the soft cap is below this

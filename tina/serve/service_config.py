@@ -138,7 +138,7 @@ class ServiceConfig:
     #: read the heads where their budget closes thinking and think on while they read "not
     #: ready" (the calibration's `exit_threshold`; nothing without one)
     exit_check: bool = True
-    max_answer_tokens: int = 64  #: answer token cap
+    max_answer_tokens: int = 96  #: answer token cap (the refusal is 83 bytes)
     calibration_path: str | None = None  #: confidence calibration JSON (None: uncalibrated)
     host: str = "127.0.0.1"  #: address the HTTP service binds
     port: int = 8000  #: port the HTTP service binds

@@ -1,11 +1,13 @@
 """`tina bootstrap`: train Tina's embedded reasoning model from scratch, offline, on 2 CPU cores.
 
 What it does: draws an endless, seeded stream of *verbose*-trace records from the task suite
-(mixed tasks and difficulties), trains the merge-free byte tokenizer, and trains a small
-Qwen2ForCausalLM on the completions (loss on everything after `<think>`, plus an end-of-text
-token) with AdamW, warmup and cosine decay, batches drawn from length-sorted pools. It writes a
-plain HF model directory (config.json, generation_config.json, model.safetensors, tokenizer
-files with the chat template) that `AutoModelForCausalLM.from_pretrained` loads.
+(mixed tasks and difficulties, a share of the arithmetic in people's phrasings, and
+out-of-scope prompts answered with the refusal), trains the merge-free byte tokenizer, and
+trains a small Qwen2ForCausalLM on the completions (loss on everything after `<think>`, plus
+an end-of-text token) with AdamW, warmup and cosine decay, batches drawn from length-sorted
+pools. It writes a plain HF model directory (config.json, generation_config.json,
+model.safetensors, tokenizer files with the chat template) that
+`AutoModelForCausalLM.from_pretrained` loads.
 
 Deterministic: the same seed, steps and thread count give the same weights.
 
@@ -29,7 +31,7 @@ from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 from tina.core.atomic import atomic_directory
 from tina.core.tags import ANSWER_CLOSE, THINK_OPEN, tag_ids
 from tina.core.tokenizer import train_byte_tokenizer
-from tina.data.tasks import TASKS, task_seed
+from tina.data.tasks import ARITHMETIC, TASKS, task_seed
 
 
 @dataclass
@@ -37,7 +39,7 @@ class BootstrapConfig:
     """Everything that decides the embedded model; saved as `bootstrap_config.json` beside it."""
 
     seed: int = 0  #: seeds the data stream, the initial weights and the batch order
-    steps: int = 1500  #: optimizer steps
+    steps: int = 3000  #: optimizer steps
     batch_size: int = 64  #: sequences per step
     pool_batches: int = 16  #: batches per length-sorted pool (less padding)
     lr: float = 2e-3  #: peak learning rate
@@ -63,14 +65,20 @@ class BootstrapConfig:
             "code_deduction": (0.26, (1, 2, 3, 4), (1.0, 1.5, 1.5, 1.0)),
             "code_abduction": (0.04, (1, 2, 3), (1.0, 1.0, 1.0)),
             "code_induction": (0.04, (1, 2), (1.0, 1.0)),
+            "out_of_scope": (0.05, (1,), (1.0,)),
         }
     )
+    #: share of the arithmetic records phrased as people write them (the rest: the suite's
+    #: own sentences); see `tina.data.tasks.phrasing`
+    phrasing_share: float = 0.7
     log_every: int = 50  #: steps between progress lines
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.mix if t not in TASKS]
         if unknown:
             raise ValueError(f"mix: unknown tasks {unknown}")
+        if not 0.0 <= self.phrasing_share <= 1.0:
+            raise ValueError("phrasing_share must be within [0, 1]")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be positive")
 
@@ -85,7 +93,10 @@ def record_stream(config: BootstrapConfig) -> Any:
         name = rng.choices(names, weights)[0]
         _, levels, level_weights = config.mix[name]
         level = rng.choices(levels, level_weights)[0]
-        yield TASKS[name].generate(name, task_rngs[name], level, config.style)["text"]
+        options = {}
+        if name in ARITHMETIC and config.phrasing_share and rng.random() < config.phrasing_share:
+            options["phrasing"] = "varied"
+        yield TASKS[name].generate(name, task_rngs[name], level, config.style, **options)["text"]
 
 
 TOKENIZER_CORPUS = 2000  #: texts from the head of the stream that train the tokenizer
@@ -236,5 +247,6 @@ def seen_questions_of(model_dir: Path) -> set[str]:
         return set()
     payload = json.loads(meta_path.read_text())["config"]
     payload["betas"] = tuple(payload["betas"])
+    payload.setdefault("phrasing_share", 0.0)  # models bootstrapped before phrasings existed
     payload["mix"] = {k: (v[0], tuple(v[1]), tuple(v[2])) for k, v in payload["mix"].items()}
     return training_questions(BootstrapConfig(**payload))

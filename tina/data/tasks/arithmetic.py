@@ -11,6 +11,10 @@ copy of the last partial:
 - `mul`: n-digit × 1-digit (difficulty n), the carry written out: `4*7=28+2=30 c3 r08;`.
 - `mul2`: n-digit × 2-digit (difficulty n + 2): two partial products, then their sum.
 
+The question's wording comes from `tina.data.tasks.phrasing`: the suite's own sentences by
+default, or people's phrasings (words and symbols, either operand order, mixed lengths: the
+trace pads the shorter operand with zeros).
+
 What it does not do: scoring (see `tina.data.tasks.scoring`) or contract checks. The traces in
 detail: docs/data.md.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from tina.data.tasks.phrasing import phrase
 from tina.data.tasks.record import build_record
 
 
@@ -96,30 +101,65 @@ def _rechecks(expression: str, result: int, last_step: str) -> list[str]:
     ]
 
 
-def generate_arithmetic(
-    task: str, rng: random.Random, difficulty: int, style: str, **record_kwargs: Any
-) -> dict[str, Any]:
-    """One arithmetic record of the given task and difficulty (digits of the first operand)."""
+def _shorter(rng: random.Random, n_digits: int) -> int:
+    """A second operand of n digits half the time, else of 1..n digits (mixed lengths)."""
+    return _number(rng, n_digits if rng.random() < 0.5 else rng.randint(1, n_digits))
+
+
+def _varied_operands(task: str, rng: random.Random, difficulty: int) -> tuple[int, int, int, int]:
+    """(x, y, a, b) for a varied-phrasing question: x, y in written order, a, b in the trace's
+    order. Operand lengths mix; add and mul take either order (the trace multiplies the longer
+    operand by the shorter one, written order on a tie), subtraction keeps a >= b."""
     if task == "add":
-        a, b = _number(rng, difficulty), _number(rng, difficulty)
-        question, expression, result = f"Add {a} and {b}", f"{a}+{b}", a + b
+        x, y = _number(rng, difficulty), _shorter(rng, difficulty)
+        if rng.random() < 0.5:
+            x, y = y, x
+        return x, y, x, y
+    if task == "sub":
+        a = _number(rng, difficulty)
+        k = difficulty if rng.random() < 0.5 else rng.randint(1, difficulty)
+        b = rng.randint(0 if k == 1 else 10 ** (k - 1), min(a, 10**k - 1))
+        return a, b, a, b
+    a, m = _number(rng, difficulty), rng.randint(2, 9) if task == "mul" else rng.randint(10, 99)
+    x, y = (a, m) if rng.random() < 0.5 else (m, a)
+    if len(str(a)) == len(str(m)):
+        a, m = x, y
+    return x, y, a, m
+
+
+def generate_arithmetic(
+    task: str,
+    rng: random.Random,
+    difficulty: int,
+    style: str,
+    phrasing: str = "canonical",
+    **record_kwargs: Any,
+) -> dict[str, Any]:
+    """One arithmetic record of the given task and difficulty (digits of the first operand).
+
+    `phrasing` picks the question's form set (`tina.data.tasks.phrasing`): `canonical` draws
+    exactly what the suite always drew; `varied` and `heldout` mix operand lengths and orders.
+    """
+    if task not in ("add", "sub", "mul", "mul2"):
+        raise ValueError(f"unknown arithmetic task {task!r}")
+    if phrasing == "canonical":
+        x, y, a, b = _canonical_operands(task, rng, difficulty)
+    else:
+        x, y, a, b = _varied_operands(task, rng, difficulty)
+    question = phrase(task, x, y, rng, phrasing)
+    if task == "add":
+        expression, result = f"{x}+{y}", a + b
         steps = [] if difficulty == 1 else add_steps(a, b)
     elif task == "sub":
-        a = _number(rng, difficulty)
-        b = rng.randint(0, a)
-        question, expression, result = f"Subtract {b} from {a}", f"{a}-{b}", a - b
+        expression, result = f"{a}-{b}", a - b
         steps = [] if difficulty == 1 else sub_steps(a, b)
     elif task == "mul":
-        a, m = _number(rng, difficulty), rng.randint(2, 9)
-        question, expression, result = f"Multiply {a} by {m}", f"{a}*{m}", a * m
-        steps = mul_steps(a, m)
-    elif task == "mul2":
-        a, b = _number(rng, difficulty), rng.randint(10, 99)
-        question, expression, result = f"Multiply {a} by {b}", f"{a}*{b}", a * b
+        expression, result = f"{x}*{y}", a * b
+        steps = mul_steps(a, b)
+    else:
+        expression, result = f"{x}*{y}", a * b
         steps = mul2_steps(a, b)
         difficulty += 2
-    else:
-        raise ValueError(f"unknown arithmetic task {task!r}")
     last = steps[-1] if steps else ""
     return build_record(
         rng=rng,
@@ -134,3 +174,19 @@ def generate_arithmetic(
         meta={"expression": expression},
         **record_kwargs,
     )
+
+
+def _canonical_operands(
+    task: str, rng: random.Random, difficulty: int
+) -> tuple[int, int, int, int]:
+    """(x, y, a, b) as the suite has always drawn them: equal lengths, the long one first."""
+    if task == "add":
+        a, b = _number(rng, difficulty), _number(rng, difficulty)
+    elif task == "sub":
+        a = _number(rng, difficulty)
+        b = rng.randint(0, a)
+    elif task == "mul":
+        a, b = _number(rng, difficulty), rng.randint(2, 9)
+    else:
+        a, b = _number(rng, difficulty), rng.randint(10, 99)
+    return a, b, a, b

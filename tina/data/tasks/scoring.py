@@ -7,6 +7,7 @@ completion, taken from the records (`task`, `meta`). A score is 1.0 or 0.0.
 
 - arithmetic and code deduction: the answer, as an integer, equals the gold one;
 - code abduction: the program run on the answered input gives the required output;
+- out-of-scope prompts: the answer declines (`tina.data.tasks.out_of_scope.is_refusal`);
 - code induction: the answered program (a `def f(x): ...` or a bare expression in x) reproduces
   every shown and held-out pair.
 Programs of the suite run under `tina.data.tasks.minipy` only.
@@ -36,6 +37,8 @@ from typing import Any
 from tina.core.tags import extract_answer
 from tina.data.sandbox import encode_value, read_value, run_program
 from tina.data.tasks.minipy import MiniPyError, run_function
+from tina.data.tasks.out_of_scope import TASK as OUT_OF_SCOPE
+from tina.data.tasks.out_of_scope import is_refusal
 
 
 def _as_int(text: str) -> int | None:
@@ -47,6 +50,8 @@ def _as_int(text: str) -> int | None:
 
 def score_answer(answer: str, task: str, meta: dict[str, Any]) -> float:
     """1.0 when the extracted `answer` solves the record's task, else 0.0."""
+    if task == OUT_OF_SCOPE:
+        return float(is_refusal(answer))
     if task == "code_abduction":
         x = _as_int(answer)
         if x is None:
