@@ -430,13 +430,15 @@ def test_the_controller_loads_no_model_code() -> None:
 
 # --- a model with no reasoning format ------------------------------------------------------
 
+DEFAULT_CAP = EngineConfig().budget_cap + EngineConfig().max_answer_tokens  #: answer cap, no format
+
 
 @pytest.mark.parametrize(
     "request_fields, script, fed, answer_cap",
     [
-        ({}, "a b EOS", "a b </answer>", 384 + 64),
+        ({}, "a b EOS", "a b </answer>", DEFAULT_CAP),
         ({"max_tokens": 2}, "a b c", "a b </answer>", 2),
-        ({"budget": 32}, "w . a EOS", "w . a </answer>", 384 + 64),
+        ({"budget": 32}, "w . a EOS", "w . a </answer>", DEFAULT_CAP),
     ],
     ids=["ends-at-eos", "max-tokens-caps-the-answer", "a-budget-changes-nothing"],
 )
