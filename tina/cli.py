@@ -289,20 +289,10 @@ def cmd_sft(args: argparse.Namespace) -> int:
     return 0
 
 
-def _nan_to_none(value: Any) -> Any:
-    """`value` with every NaN float (a metric with nothing to measure) as None, for JSON."""
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_nan_to_none(v) for v in value]
-    return value
-
-
 def cmd_phrasings(args: argparse.Namespace) -> int:
     """Held-out phrasings and out-of-scope prompts through the engine as served."""
     from tina.core.atomic import atomic_write_json, atomic_write_text
+    from tina.core.checks import json_safe
     from tina.eval.phrasings import evaluate_phrasings, phrasings_markdown
     from tina.eval.sweep import AUTO, SweepError
     from tina.serve.runtime import load_engine
@@ -331,7 +321,7 @@ def cmd_phrasings(args: argparse.Namespace) -> int:
     atomic_write_text(out / "phrasings.md", table)
     atomic_write_json(
         out / "phrasings.json",
-        _nan_to_none(
+        json_safe(
             {
                 "groups": report.groups,
                 "out_of_scope": report.out_of_scope,
