@@ -297,3 +297,28 @@ def test_a_question_without_a_plan_gets_one_from_its_minimal_budget():
     ]
     plans = [r.get("plan_class") for r in budget_records(items, found)]
     assert plans == ["direct", "compute", "compute"]
+
+
+def test_recipe_splits_mix_phrasings_into_the_arithmetic_cells_but_not_the_test_split():
+    import re
+
+    config = RecipeConfig(
+        suite={"add": [2], "code_deduction": [1]},
+        n_train=8,
+        n_search=4,
+        n_dev=4,
+        n_test=4,
+        phrasing_share=0.5,
+    )
+    splits = build_splits(config)
+
+    def phrased(records):  # not the suite's own "Add A and B" (a varied form may be it too)
+        questions = [r["meta"]["question"] for r in records if r["id"].startswith("add-")]
+        return sum(not re.fullmatch(r"Add \d+ and \d+", q) for q in questions)
+
+    assert 3 <= phrased(splits["train"]) <= 4 and 1 <= phrased(splits["dev"]) <= 2
+    assert phrased(splits["test"]) == 0
+    assert {k: len(v) for k, v in splits.items()} == {"test": 8, "dev": 8, "search": 8, "train": 16}
+    for records in splits.values():
+        ids = [r["id"] for r in records]
+        assert len(set(ids)) == len(ids)

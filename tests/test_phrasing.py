@@ -4,6 +4,7 @@ the training grammar, the canonical stream is unchanged, traces stay exact for m
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,14 @@ from tina.data.tasks.out_of_scope import (
     out_of_scope_question,
     training_prompts,
 )
-from tina.data.tasks.phrasing import HELDOUT, normalise, phrase, training_forms
+from tina.data.tasks.phrasing import (
+    FILLER_WORDS,
+    HELDOUT,
+    heldout_vocabulary,
+    normalise,
+    phrase,
+    training_forms,
+)
 from tina.data.tasks.scoring import score_answer
 
 
@@ -174,3 +182,17 @@ def test_cli_phrasings_writes_its_table_and_json(tmp_path: Path, extra: list[str
 def test_cli_phrasings_rejects_a_bad_budget(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["phrasings", "--budget", "lots"]) == 2
     assert "--budget" in capsys.readouterr().err
+
+
+def test_filler_words_never_occur_in_a_heldout_form() -> None:
+    assert not set(FILLER_WORDS) & heldout_vocabulary()
+    rng = random.Random(0)
+    questions = [phrase("add", 12, 34, rng, "varied") for _ in range(2000)]
+    words = {w for q in questions for w in re.findall(r"[a-z]+", q.lower())}
+    assert not words & (heldout_vocabulary() - grammar_vocabulary("add"))
+    assert len(words - grammar_vocabulary("add")) > 300  # made-up words among the fillers
+
+
+def grammar_vocabulary(op: str) -> set[str]:
+    """The words of the training grammar's templates and filler list."""
+    return {w for f in training_forms(op) for w in re.findall(r"[a-z]+", f)} | set(FILLER_WORDS)

@@ -45,7 +45,7 @@ from tina.core.models import embedded_model_dir, load_model
 from tina.core.tags import split_reasoning
 from tina.data.contract import read_contract_jsonl, write_contract_jsonl
 from tina.data.questions import question_of, read_questions
-from tina.data.tasks import generate_records
+from tina.data.tasks import ARITHMETIC, generate_records
 from tina.engine.loop import Engine
 from tina.engine.types import EngineConfig
 from tina.eval.budget_result import dev_line, result_table
@@ -85,6 +85,10 @@ class RecipeConfig:
     n_search: int = 20  #: items per cell for the minimal-budget search (phase C data)
     n_dev: int = 12  #: calibration items per cell
     n_test: int = 30  #: held-out result items per cell
+    #: share of each arithmetic cell's train, search and dev records asked in people's phrasings
+    #: (`tina.data.tasks.phrasing`, the training grammar), so the heads and the calibration see
+    #: them; the test split keeps the suite's own sentences (comparable across runs)
+    phrasing_share: float = 0.0
     free_budget: int = 384  #: the reference's budget: thinking freely
     phase_a: dict[str, Any] = field(default_factory=dict)  #: train-config keys for phase A
     phase_c: dict[str, Any] = field(default_factory=dict)  #: train-config keys for phase C
@@ -150,6 +154,8 @@ def load_recipe_config(path: str | Path) -> RecipeConfig:
             found.append((key, int_problem(raw[key], low)))
     if "seed" in raw:
         found.append(("seed", int_problem(raw["seed"], 0)))
+    if "phrasing_share" in raw:
+        found.append(("phrasing_share", number_problem(raw["phrasing_share"], 0, 1)))
     if "prune_gates_below" in raw:
         found.append(("prune_gates_below", number_problem(raw["prune_gates_below"], 0)))
     for key in ("exit_thresholds", "sweep_budgets"):
@@ -216,7 +222,13 @@ def _cell_ids(records: list[dict[str, Any]], task: str, difficulty: int) -> list
 
 
 def _draw_cell(
-    task: str, difficulty: int, n: int, seed: int, seen: set[str], taken: list[set[str]]
+    task: str,
+    difficulty: int,
+    n: int,
+    seed: int,
+    seen: set[str],
+    taken: list[set[str]],
+    phrasing: str = "canonical",
 ) -> list[dict[str, Any]]:
     """n records of one cell for a training or calibration split, drawn like the test items:
     first questions neither in the model's bootstrap corpus (`seen`) nor in another split, each
@@ -226,7 +238,10 @@ def _draw_cell(
     tiers: list[list[dict[str, Any]]] = [[] for _ in range(2 + len(taken))]
     got: set[str] = set()
     for batch_seed in range(seed, seed + 20):
-        for record in generate_records(task, 4 * n, seed=batch_seed, difficulties=[difficulty]):
+        drawn = generate_records(
+            task, 4 * n, seed=batch_seed, difficulties=[difficulty], phrasing=phrasing
+        )
+        for record in drawn:
             question = record["meta"]["question"]
             held = [k for k, questions in enumerate(taken) if question in questions]
             if held:
@@ -245,7 +260,8 @@ def build_splits(config: RecipeConfig) -> dict[str, list[dict[str, Any]]]:
     search, the budget policy and the calibration see items like the test items (the corpus's
     own questions are answered from memory with less thinking, and a plain draw is half of
     them); a question of one split appears in no other where the problem space allows, and a
-    test question in no other at all where it allows; ids are unique within a split."""
+    test question in no other at all where it allows; ids are unique within a split.
+    `phrasing_share` of each arithmetic cell's non-test records are in people's phrasings."""
     if config.questions:
         return question_splits(config)
     # what the embedded model's bootstrap trained on; another model's corpus is not known here
@@ -262,7 +278,11 @@ def build_splits(config: RecipeConfig) -> dict[str, list[dict[str, Any]]]:
         records: list[dict[str, Any]] = []
         for task, d in _cells(config):
             seed = config.seed + 101 * (offset + 1)
-            records += _cell_ids(_draw_cell(task, d, n, seed, seen, taken), task, d)
+            n_varied = round(n * config.phrasing_share) if task in ARITHMETIC else 0
+            cell = _draw_cell(task, d, n - n_varied, seed, seen, taken)
+            if n_varied:
+                cell += _draw_cell(task, d, n_varied, seed + 50, seen, taken, "varied")
+            records += _cell_ids(cell, task, d)
         splits[name] = records
         taken.append({r["meta"]["question"] for r in records})
     return splits

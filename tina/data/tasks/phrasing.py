@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 import re
+import string
 
 PHRASINGS: tuple[str, ...] = ("canonical", "varied", "heldout")
 
@@ -153,6 +154,25 @@ HELDOUT: dict[str, tuple[str, ...]] = {
     ),
 }
 
+#: Words people put around a question that carry no arithmetic. The grammar sprinkles them (and
+#: made-up words) before and after a question so a model learns to find the operation among words
+#: it does not know. None of them occurs in a held-out form (`heldout_vocabulary`, tested).
+_FILLER_TEXT = """
+    so well okay ok um uh hmm yo hey quick just really simple easy now then also again maybe
+    kindly friend buddy sir madam teacher homework task problem puzzle number numbers math maths
+    answer reply quickly fast right sure yes alright good morning evening today tonight here
+    there next first another one more try check see know wonder think guess want wanted like
+    would love can tell show write say figure compute calculate solve find correct correctly
+    hurry dear assistant bot computer calculator tina model lol pls plz thx ty dude mate folks
+    everyone thanks thank asap mentally in your head my our class test exam school kid son
+    daughter mom dad boss wait question hard oh ah btw urgent honestly seriously curious am are
+    we they it that these an a on at as or but not no very much many some any how which why who
+    where go went got make made
+"""
+FILLER_WORDS: tuple[str, ...] = tuple(_FILLER_TEXT.split())
+FILLER_LEAD_SHARE = 0.3  #: share of varied questions with filler words before them
+FILLER_TAIL_SHARE = 0.2  #: share of varied questions with filler words after the operation
+PSEUDO_WORD_SHARE = 0.35  #: share of filler words that are made up (random letters)
 LEAD_SHARE = 0.6  #: share of varied questions with a lead-in
 ENDING_SHARE = 0.5  #: share of varied questions with an ending
 
@@ -165,11 +185,11 @@ def surface(text: str, rng: random.Random) -> str:
     """Case and spacing noise as people type: first letter capitalised or not, sometimes all
     upper or lower case, sometimes a trailing space."""
     roll = rng.random()
-    if roll < 0.55:
+    if roll < 0.5:
         text = text[:1].upper() + text[1:]
     elif roll < 0.62:
         text = text.upper()
-    elif roll < 0.7:
+    elif roll < 0.72:
         text = text.lower()
     if rng.random() < 0.1:
         text += " "
@@ -190,7 +210,35 @@ def phrase(task: str, x: int, y: int, rng: random.Random, phrasing: str) -> str:
     core = rng.choice(CORES[op])
     if core.endswith("=") and ending.startswith(" ="):
         ending = ""
+    if rng.random() < FILLER_LEAD_SHARE:
+        lead = _fillers(rng, 3) + rng.choice(("", ",", ":", "!", " -", ".")) + " " + lead
+    if rng.random() < FILLER_TAIL_SHARE:
+        core += " " + _fillers(rng, 2)
     return surface((lead + core + ending).format(x=x, y=y), rng)
+
+
+def _fillers(rng: random.Random, most: int) -> str:
+    """One to `most` filler words, some of them made up, none from a held-out form."""
+    words = []
+    for _ in range(rng.randint(1, most)):
+        if rng.random() < PSEUDO_WORD_SHARE:
+            word = "".join(rng.choices(string.ascii_lowercase, k=rng.randint(2, 8)))
+            if word in _HELDOUT_WORDS:
+                word = rng.choice(FILLER_WORDS)
+        else:
+            word = rng.choice(FILLER_WORDS)
+        words.append(word)
+    return " ".join(words)
+
+
+def heldout_vocabulary() -> set[str]:
+    """Every word of the held-out forms, lower case (filler words must avoid them)."""
+    return {
+        w for forms in HELDOUT.values() for f in forms for w in re.findall(r"[a-z]+", f.lower())
+    }
+
+
+_HELDOUT_WORDS = heldout_vocabulary()
 
 
 def normalise(form: str) -> str:
