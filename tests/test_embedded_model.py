@@ -67,3 +67,27 @@ def test_the_shipped_chat_template_is_the_one_bootstrap_writes():
 
     shipped = (embedded_model_dir() / "chat_template.jinja").read_text(encoding="utf-8")
     assert shipped == CHAT_TEMPLATE
+
+
+def test_answers_heldout_phrasings_on_the_default_chat_path():
+    """What a new user types (forms no training corpus holds), through the engine as `tina
+    chat` builds it by default: the shipped parts, the heads' budget, the exit check."""
+    import argparse
+
+    from tina.eval.phrasings import GROUPS, phrasing_items
+    from tina.eval.sweep import AUTO, decode_items
+    from tina.serve.runtime import load_engine
+
+    flags = dict.fromkeys(
+        ("models_root", "base", "adapter", "subfolder", "calibration", "service_config")
+    )
+    args = argparse.Namespace(**flags, budget_cap=None, no_exit_check=False, device="cpu")
+    engine, _ = load_engine(args)
+    assert engine.introspection is not None  # the shipped parts are on
+    short = {name for name, _, difficulties in GROUPS if max(difficulties) <= 3}
+    items = [i for i in phrasing_items(4) if i.labels["group"] in short]
+    rows, _ = decode_items(engine, items, AUTO, len(items))
+    right = sum(r["correct"] for r in rows)
+    assert len(items) == 36 and right >= 33, [
+        (i.prompt, r["prediction"]) for i, r in zip(items, rows, strict=True) if not r["correct"]
+    ]

@@ -531,7 +531,9 @@ def run_recipe(
 
     if runs("phase_a"):
         phase_a = _phase_settings("A", 400, {}, config.phase_a)
-        if _without_traces(splits["train"]):  # no traces to learn from: the model's own
+        # a question file's lines carry no traces: the model's own thinks are learned from (the
+        # suite's records always have theirs, empty where a 1-digit sum needs none)
+        if config.questions and _without_traces(splits["train"]):
             own = {"temperature": 0.0, "budget": config.free_budget, "slack_ratio": 0.0}
             phase_a["phases"] = [
                 {"on_policy": {**own, "budget_cap": config.free_budget}, **phase}
