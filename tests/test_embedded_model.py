@@ -76,13 +76,11 @@ def test_answers_heldout_phrasings_on_the_default_chat_path():
 
     from tina.eval.phrasings import GROUPS, phrasing_items
     from tina.eval.sweep import AUTO, decode_items
-    from tina.serve.runtime import load_engine
+    from tina.serve.runtime import add_model_arguments, load_engine
 
-    flags = dict.fromkeys(
-        ("models_root", "base", "adapter", "subfolder", "calibration", "service_config")
-    )
-    args = argparse.Namespace(**flags, budget_cap=None, no_exit_check=False, device="cpu")
-    engine, _ = load_engine(args)
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser)  # the flags `tina chat` takes, at their defaults
+    engine, _ = load_engine(parser.parse_args(["--device", "cpu"]))
     assert engine.introspection is not None  # the shipped parts are on
     short = {name for name, _, difficulties in GROUPS if max(difficulties) <= 3}
     items = [i for i in phrasing_items(4) if i.labels["group"] in short]

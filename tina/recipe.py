@@ -314,9 +314,10 @@ def question_splits(config: RecipeConfig) -> dict[str, list[dict[str, Any]]]:
 
 
 def _without_traces(records: list[dict[str, Any]]) -> bool:
-    """Whether any record has an empty think (a question file's line): phase A then trains on
-    the model's own thinks (the trainer's on-policy sampling)."""
-    return any(not split_reasoning(str(r["text"]))[0].strip() for r in records)
+    """Whether every record has an empty think (a question file's lines): phase A then trains on
+    the model's own thinks (the trainer's on-policy sampling). Some empty thinks are traces too:
+    a 1-digit sum needs none."""
+    return bool(records) and all(not split_reasoning(str(r["text"]))[0].strip() for r in records)
 
 
 def _phase_settings(
@@ -531,9 +532,7 @@ def run_recipe(
 
     if runs("phase_a"):
         phase_a = _phase_settings("A", 400, {}, config.phase_a)
-        # a question file's lines carry no traces: the model's own thinks are learned from (the
-        # suite's records always have theirs, empty where a 1-digit sum needs none)
-        if config.questions and _without_traces(splits["train"]):
+        if _without_traces(splits["train"]):  # no traces to learn from: the model's own
             own = {"temperature": 0.0, "budget": config.free_budget, "slack_ratio": 0.0}
             phase_a["phases"] = [
                 {"on_policy": {**own, "budget_cap": config.free_budget}, **phase}

@@ -14,6 +14,7 @@ minuend and `{y}` what is taken from it.
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 import string
@@ -223,7 +224,7 @@ def _fillers(rng: random.Random, most: int) -> str:
     for _ in range(rng.randint(1, most)):
         if rng.random() < PSEUDO_WORD_SHARE:
             word = "".join(rng.choices(string.ascii_lowercase, k=rng.randint(2, 8)))
-            if word in _HELDOUT_WORDS:
+            if word in heldout_vocabulary():
                 word = rng.choice(FILLER_WORDS)
         else:
             word = rng.choice(FILLER_WORDS)
@@ -231,14 +232,12 @@ def _fillers(rng: random.Random, most: int) -> str:
     return " ".join(words)
 
 
-def heldout_vocabulary() -> set[str]:
+@functools.cache
+def heldout_vocabulary() -> frozenset[str]:
     """Every word of the held-out forms, lower case (filler words must avoid them)."""
-    return {
+    return frozenset(
         w for forms in HELDOUT.values() for f in forms for w in re.findall(r"[a-z]+", f.lower())
-    }
-
-
-_HELDOUT_WORDS = heldout_vocabulary()
+    )
 
 
 def normalise(form: str) -> str:
