@@ -3,7 +3,7 @@ official `openai` client against a live server running the embedded model with i
 heads: whole conversations through the chat template (a single user turn rendered exactly as
 the model was trained), history thinking dropped, visible thinking in `reasoning_content` and
 `reasoning`, `reasoning_effort` and `thinking_token_budget`, usage with reasoning tokens in the
-last stream chunk, Prometheus metrics behind the API's auth, and 400s naming unsupported
+last stream chunk, a stream the client closes freeing its row, Prometheus metrics behind the API's auth, and 400s naming unsupported
 fields."""
 
 from __future__ import annotations
@@ -278,6 +278,32 @@ def test_usage_with_reasoning_tokens_ends_the_stream(client):
     assert last.usage.total_tokens == last.usage.prompt_tokens + last.usage.completion_tokens
     plain = list(chat(client, user("Add 37 and 45"), stream=True))
     assert all(c.usage is None for c in plain)
+
+
+def test_closing_an_openai_stream_mid_thinking_frees_its_row(shipped, server, client):
+    gate, batcher = server.app.state.batcher.engine.gate, server.batcher
+    before = batcher.cancelled
+    stream = chat(
+        client,
+        user("Multiply 4821 by 7"),
+        stream=True,
+        reasoning_effort="high",
+        extra_body={"visible_cot": True},
+    )
+    try:
+        for chunk in stream:  # the first thinking text has reached the client
+            if chunk.choices and getattr(chunk.choices[0].delta, "reasoning_content", None):
+                break
+        gate.clear()  # hold the row mid-thinking while the client leaves
+        wait_until(lambda: batcher.running == 1, "the row to be decoding")
+        stream.close()
+    finally:
+        gate.set()
+    wait_until(lambda: batcher.cancelled == before + 1, "the row to be released")
+    wait_until(lambda: batcher.running == 0, "the batch to empty")
+    after = chat(client, user("Add 37 and 45"))  # the server goes on as before
+    want = served(shipped, render_prompt(shipped.tokenizer, "Add 37 and 45"))
+    assert after.choices[0].message.content == want.output
 
 
 # --- unsupported fields, bad values -------------------------------------------------------------
