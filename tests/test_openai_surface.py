@@ -3,8 +3,8 @@ official `openai` client against a live server running the embedded model with i
 heads: whole conversations through the chat template (a single user turn rendered exactly as
 the model was trained), history thinking dropped, visible thinking in `reasoning_content` and
 `reasoning`, `reasoning_effort` and `thinking_token_budget`, usage with reasoning tokens in the
-last stream chunk, a stream the client closes freeing its row, Prometheus metrics behind the API's auth, and 400s naming unsupported
-fields."""
+last stream chunk, a stream the client closes freeing its row, Prometheus metrics behind the
+API's auth, and 400s naming unsupported fields."""
 
 from __future__ import annotations
 
