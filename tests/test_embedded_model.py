@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -12,6 +13,9 @@ from tina.core.tags import REASONING_TAGS, tag_ids
 from tina.data.tasks import generate_records
 from tina.data.tasks.scoring import score_answer
 from tina.engine.loop import decode
+from tina.eval.phrasings import GROUPS, phrasing_items
+from tina.eval.sweep import AUTO, decode_items
+from tina.serve.runtime import add_model_arguments, load_engine
 
 
 def test_is_a_plain_hf_model_directory():
@@ -72,12 +76,6 @@ def test_the_shipped_chat_template_is_the_one_bootstrap_writes():
 def test_answers_heldout_phrasings_on_the_default_chat_path():
     """What a new user types (forms no training corpus holds), through the engine as `tina
     chat` builds it by default: the shipped parts, the heads' budget, the exit check."""
-    import argparse
-
-    from tina.eval.phrasings import GROUPS, phrasing_items
-    from tina.eval.sweep import AUTO, decode_items
-    from tina.serve.runtime import add_model_arguments, load_engine
-
     parser = argparse.ArgumentParser()
     add_model_arguments(parser)  # the flags `tina chat` takes, at their defaults
     engine, _ = load_engine(parser.parse_args(["--device", "cpu"]))

@@ -281,7 +281,8 @@ def test_usage_with_reasoning_tokens_ends_the_stream(client):
 
 
 def test_closing_an_openai_stream_mid_thinking_frees_its_row(shipped, server, client):
-    gate, batcher = server.app.state.batcher.engine.gate, server.batcher
+    batcher = server.batcher
+    gate = batcher.engine.gate
     before = batcher.cancelled
     stream = chat(
         client,
