@@ -62,7 +62,7 @@ def main() -> None:
         seed=args.seed,
     )
     state = new_state(model, tokenizer, intro, config)
-    held_out = eval_tasks(state)
+    held_out = eval_tasks(state)["deduction"]
     started = time.perf_counter()
     before = evaluate_per_task(state, held_out)
     print(
@@ -81,7 +81,7 @@ def main() -> None:
             )
 
     train_started = time.perf_counter()
-    learn = run_iterations(state, config.iterations, write, held_out=held_out)
+    learn = run_iterations(state, config.iterations, write, held_out={"deduction": held_out})
     train_seconds = time.perf_counter() - train_started
     after = evaluate_per_task(state, held_out)
     print(f"held-out deduction solve rate after: {rate(after):.3f}")

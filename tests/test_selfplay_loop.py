@@ -60,7 +60,7 @@ def test_parse_proposal(text, inputs, reason):
 def test_composed_tasks_pass_the_sandbox_checks(mode):
     rng = random.Random(3)
     for _ in range(3):
-        task = compose_task(rng, mode, SANDBOX, n_heldout=2, max_statements=3)
+        task, _ = compose_task(rng, mode, SANDBOX, n_heldout=2, max_statements=3)
         assert mode_of(task) == mode
         inputs = (
             [a for a, _ in (*task.shown, *task.heldout)]

@@ -1,15 +1,19 @@
 """One self-play iteration, the policy update, and the self-play runs the trainer starts.
 
 An iteration (`self_play_iteration`): **propose** (`num_propose` proposals of one mode, invalid
-ones replaced by composed tasks, new tasks into the buffer), **solve** (new and `num_solve`
-buffer tasks, `num_mc_rollouts` times each through the engine, verified in the sandbox),
-**rewards** (`tina.selfplay.rewards`, advantages per (mode, role)), **update** (`policy_loss`:
-REINFORCE on the sampled tokens plus `kl_coef` · KL to the same model with adapters off; one
-AdamW step over the side adapters). Each step in detail: docs/selfplay.md.
+ones replaced by composed tasks — with `demonstrate`, also written as the answer the proposer
+should have given — new tasks into the buffer), **solve** (new and `num_solve` buffer tasks,
+`num_mc_rollouts` times each through the engine, verified in the sandbox), **rewards**
+(`tina.selfplay.rewards`, advantages per (mode, role)), **update** (`policy_loss`: REINFORCE on
+the credited tokens plus `kl_coef` · KL to the reference, the same model with the side adapters
+and the self-play LoRA off; one AdamW step over those parts). Each step in detail:
+docs/selfplay.md.
 
 Runs: `train_self_play(train_config)` is the trainer's `self_play` mode (iterations, checkpoints
-and metrics lines with `mode`/`role` through `tina.train.checkpoints`, resume, SIGTERM);
-`HybridSchedule` runs iterations between the supervised steps of `hybrid` mode.
+and metrics lines with `mode`/`role` through `tina.train.checkpoints`, resume, SIGTERM; a
+held-out evaluation per `eval_modes` before the first iteration and every `eval_every`, the best
+mean kept as `best/`); `HybridSchedule` runs iterations between the supervised steps of `hybrid`
+mode.
 
 What it does not do: train the heads or the base, carry the task buffer over a resume of a
 hybrid run (it seeds a fresh one), or split iterations across processes.
@@ -17,7 +21,9 @@ hybrid run (it seeds a fresh one), or split iterations across processes.
 
 from __future__ import annotations
 
+import json
 import random
+import shutil
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -28,12 +34,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from tina.core.atomic import atomic_directory, atomic_write_json
+from tina.core.introspection import inner_model, load_introspection, remove_introspection
 from tina.core.side_adapters import think_mask_context
 from tina.data.sandbox import SandboxConfig
 from tina.engine.loop import Engine
 from tina.engine.types import EngineConfig
 from tina.selfplay.buffer import BufferConfig, TaskBuffer, seed_buffer
-from tina.selfplay.proposer import propose
+from tina.selfplay.lora import (
+    add_selfplay_lora,
+    load_lora,
+    lora_parameters,
+    reference_policy,
+    save_lora,
+)
+from tina.selfplay.proposer import INVALID_CATEGORIES, cold_start_rows, invalid_category, propose
 from tina.selfplay.rewards import (
     hard_task_flags,
     histogram,
@@ -44,7 +59,7 @@ from tina.selfplay.rewards import (
     solve_rates,
     solver_rewards,
 )
-from tina.selfplay.solver import Rollout, heldout_deduction_tasks, solve, solved_greedy
+from tina.selfplay.solver import Rollout, heldout_tasks, solve, solved_greedy
 from tina.selfplay.tasks import Task, mode_of
 from tina.train.checkpoints import (
     StopFlag,
@@ -58,6 +73,7 @@ from tina.train.checkpoints import (
 from tina.train.selfplay_config import SelfPlayConfig
 
 HIST_BINS = 5
+BEST_DIR = "best"  #: the checkpoint with the best mean held-out solve rate, in the output dir
 
 
 @dataclass
@@ -82,16 +98,23 @@ class SelfPlayState:
         )
 
 
-def adapter_parameters(intro: Any) -> list[torch.nn.Parameter]:
-    """The side adapters' parameters: what self-play trains."""
-    return list(intro.adapters.parameters())
+def policy_parameters(model: Any, intro: Any) -> list[torch.nn.Parameter]:
+    """What self-play trains: the side adapters' parameters and the self-play LoRA's."""
+    return list(intro.adapters.parameters()) + lora_parameters(model)
 
 
 def new_state(model: Any, tokenizer: Any, intro: Any, config: SelfPlayConfig) -> SelfPlayState:
-    """A state with a seeded buffer and an AdamW over the side adapters."""
+    """A state with a seeded buffer and an AdamW over the policy parameters (a ValueError when
+    there are none: no side adapters and no `lora_r`)."""
     buffer = TaskBuffer(BufferConfig(config.buffer_size, config.buffer_policy, config.seed))
     seed_buffer(buffer, config.seed_tasks_per_mode, seed=config.seed)
-    optimizer = torch.optim.AdamW(adapter_parameters(intro), lr=config.lr, weight_decay=0.0)
+    params = policy_parameters(model, intro)
+    if not params:
+        raise ValueError(
+            "self-play has nothing to train: the introspection parts have no side adapters "
+            "(adapter_layers is empty) and self_play.lora_r is 0"
+        )
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     return SelfPlayState(
         model, tokenizer, intro, config, buffer, optimizer, random.Random(config.seed)
     )
@@ -107,9 +130,11 @@ def policy_loss(
     kl_coef: float,
     tokenizer: Any,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """−mean(A · token-mean log π(sampled tokens)) + kl_coef · mean KL(π ‖ π_ref) (see module
-    docstring). Rows are prompt + completion, right-padded; the think mask is 1 on the think
-    tokens of the completion."""
+    """−mean(A · token-mean log π(credited tokens)) + kl_coef · mean KL(π ‖ π_ref) over the
+    credited positions (see module docstring). Rows are prompt + completion, right-padded; the
+    think mask is 1 on the think tokens of the completion. The output head runs only at the
+    positions that predict a credited token (a 49k-token vocabulary over every position would
+    be most of the step)."""
     device = next(model.parameters()).device
     prompts = [tokenizer.encode(r.prompt, add_special_tokens=False) for r in rollouts]
     width = max(len(p) + len(r.completion_ids) for p, r in zip(prompts, rollouts, strict=True))
@@ -126,23 +151,35 @@ def policy_loss(
         think[i, p : p + c] = torch.tensor(r.think, dtype=torch.long)
         scored[i, p : p + c] = torch.tensor(r.sampled, dtype=torch.float32)
     ids, attention, think, scored = (t.to(device) for t in (ids, attention, think, scored))
+    where = scored[:, 1:] > 0  # (B, T-1): the hidden state at t predicts the token at t+1
+    targets = ids[:, 1:][where]  # (K,)
     with think_mask_context(think):
-        logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
-    with torch.no_grad():  # the reference: the same model with the adapters off
-        ref_logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
-    mask = scored[:, 1:]  # (B, T-1): logits at t predict the token at t+1
-    logp = F.log_softmax(logits, -1)  # (B, T-1, V)
-    ref_logp = F.log_softmax(ref_logits, -1)
-    token_logp = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
-    per_row = mask.sum(1).clamp(min=1.0)
-    seq_logp = (token_logp * mask).sum(1) / per_row  # (B,)
+        logits = _logits_at(model, ids, attention, where)
+    logp = F.log_softmax(logits, -1)  # (K, V)
+    token_logp = logp.gather(-1, targets[:, None]).squeeze(-1)  # (K,)
+    row = torch.arange(n, device=device)[:, None].expand_as(where)[where]  # (K,) row of each
+    per_row = torch.zeros(n, device=device).index_add_(0, row, torch.ones_like(token_logp))
+    seq_logp = torch.zeros(n, device=device).index_add_(0, row, token_logp) / per_row.clamp(min=1.0)
     adv = torch.tensor(list(advantages), dtype=torch.float32, device=device)
     pg = -(adv * seq_logp).mean()
-    kl_tok = (logp.exp() * (logp - ref_logp)).sum(-1)  # (B, T-1)
-    kl = (kl_tok * mask).sum() / mask.sum().clamp(min=1.0)
+    kl = torch.zeros((), device=device)
+    if kl_coef > 0:  # the reference forward only when the KL term counts
+        with torch.no_grad(), reference_policy(model):  # side adapters off outside the mask
+            ref_logp = F.log_softmax(_logits_at(model, ids, attention, where), -1)
+        kl_tok = (logp.exp() * (logp - ref_logp)).sum(-1)  # (K,)
+        kl = kl_tok.sum() / max(1, kl_tok.numel())
     loss = pg + kl_coef * kl
-    stats = {"pg_loss": float(pg.detach()), "kl": float(kl.detach()), "tokens": float(mask.sum())}
+    stats = {"pg_loss": float(pg.detach()), "kl": float(kl.detach()), "tokens": float(where.sum())}
     return loss, stats
+
+
+def _logits_at(
+    model: Any, ids: torch.Tensor, attention: torch.Tensor, where: torch.Tensor
+) -> torch.Tensor:
+    """(K, V) float32 logits of the hidden states at the `where` positions of `ids[:, :-1]`."""
+    inner = inner_model(model)
+    hidden = inner.get_decoder()(input_ids=ids, attention_mask=attention).last_hidden_state
+    return inner.get_output_embeddings()(hidden[:, :-1][where]).float()
 
 
 def update(state: SelfPlayState, rollouts: Sequence[Rollout], advantages: Sequence[float]) -> dict:
@@ -151,7 +188,7 @@ def update(state: SelfPlayState, rollouts: Sequence[Rollout], advantages: Sequen
     chosen = [(r, a) for r, a in zip(rollouts, advantages, strict=True) if a != 0.0]
     if not chosen:
         return {"pg_loss": 0.0, "kl": 0.0, "tokens": 0.0, "updated_rows": 0.0}
-    params = adapter_parameters(state.intro)
+    params = policy_parameters(state.model, state.intro)
     flags = [p.requires_grad for p in params]
     for p in params:
         p.requires_grad_(True)
@@ -203,6 +240,7 @@ def self_play_iteration(state: SelfPlayState) -> dict[str, dict[str, Any]]:
             state.sandbox,
             cfg.induction_heldout,
             cfg.compose_max_statements,
+            cfg.demonstrate,
         )
         t_propose = time.perf_counter()
         new_tasks = [p.task for p in proposed]
@@ -230,10 +268,11 @@ def self_play_iteration(state: SelfPlayState) -> dict[str, dict[str, Any]]:
         learn = learnability(rates)
         if cfg.metacog_guidance:
             first = rollouts[:: cfg.num_mc_rollouts]  # one per task: the heads read the prompt
+            seen = [r.telemetry for r in first if r.telemetry is not None]
             flags = hard_task_flags(
-                [r.telemetry.confidence_before or 0.0 for r in first],
-                [r.telemetry.predicted_budget or 0.0 for r in first],
-                [r.telemetry.plan or "" for r in first],
+                [t.confidence_before or 0.0 for t in seen],
+                [t.predicted_budget or 0.0 for t in seen],
+                [t.plan or "" for t in seen],
                 cfg.low_confidence,
                 cfg.tiny_budget,
             )
@@ -249,14 +288,22 @@ def self_play_iteration(state: SelfPlayState) -> dict[str, dict[str, Any]]:
         propose_r: list[float] = []
         model_proposals = [p for p in proposed if p.rollout is not None]
         if model_proposals:
+            # the model's rows (−λ_format when invalid), then the demonstrations of the composed
+            # tasks that replaced invalid ones (rewarded as valid proposals of their task)
+            propose_rows = [p.rollout for p in model_proposals if p.rollout is not None]
             propose_r = proposer_rewards(
                 [learn[i] for i, p in enumerate(proposed) if p.rollout is not None],
                 [not p.composed for p in model_proposals],
                 cfg.lambda_learnability,
                 cfg.lambda_format,
             )
+            shown = [(i, p.demonstration) for i, p in enumerate(proposed) if p.demonstration]
+            propose_rows += [d for _, d in shown if d is not None]
+            propose_r += proposer_rewards(
+                [learn[i] for i, _ in shown], [True] * len(shown), cfg.lambda_learnability, 0.0
+            )
             if cfg.train_proposer:
-                train_rows += [p.rollout for p in model_proposals if p.rollout is not None]
+                train_rows += propose_rows
                 rewards += propose_r
         groups = [(r.mode, r.role) for r in train_rows]
         advantages = normalized_advantages(rewards, groups)
@@ -266,6 +313,10 @@ def self_play_iteration(state: SelfPlayState) -> dict[str, dict[str, Any]]:
     state.iteration += 1
     seconds = time.perf_counter() - started
     invalid = sum(p.composed for p in model_proposals)
+    reasons = {c: 0 for c in INVALID_CATEGORIES}
+    for p in model_proposals:
+        if p.composed:
+            reasons[invalid_category(p.reason)] += 1
     propose_metrics: dict[str, Any] = {
         "proposals": len(proposed),
         "invalid_proposal_rate": invalid / len(model_proposals)
@@ -277,7 +328,15 @@ def self_play_iteration(state: SelfPlayState) -> dict[str, dict[str, Any]]:
         "learnability_hist": histogram(learn, HIST_BINS),
         "learnability": learn,  #: per task solved this iteration (new tasks first)
         "reward_propose_mean": sum(propose_r) / len(propose_r) if propose_r else float("nan"),
-        "invalid_reasons": sorted({p.reason.split(":")[0] for p in proposed if p.composed}),
+        "invalid_reasons": reasons,  #: invalid model proposals by `invalid_category`
+        "invalid_examples": [
+            f"{p.reason[:100]} | {p.rollout.answer[:100]}"
+            for p in model_proposals
+            if p.rollout and p.composed
+        ][:2],
+        "valid_examples": [
+            p.rollout.answer[:300] for p in model_proposals if p.rollout and not p.composed
+        ][:2],
     }
     solve_metrics: dict[str, Any] = {
         "tasks_solved_for": len(tasks),
@@ -295,6 +354,40 @@ def self_play_iteration(state: SelfPlayState) -> dict[str, dict[str, Any]]:
         if mine:
             solve_metrics[f"solve_rate_{mode}"] = sum(mine) / len(mine)
     return {"propose": propose_metrics, "solve": solve_metrics}
+
+
+def cold_start(state: SelfPlayState, steps: int, batch: int) -> list[float]:
+    """`steps` supervised steps of the proposer on composed tasks (`cold_start_rows`, the
+    modes round-robin): the answer format, learnt before self-play asks for it, as
+    DeepSeek-R1's cold start does before its RL. Each step is `update` with advantage 1 on
+    every row (the token-mean NLL of the demonstrations) at `cold_start_lr`. Returns each
+    step's loss."""
+    cfg, rng = state.config, state.rng
+    was_training = state.model.training
+    state.model.eval()
+    losses = []
+    for group in state.optimizer.param_groups:
+        group["lr"] = cfg.cold_start_lr
+    try:
+        engine = state.engine
+        for k in range(steps):
+            modes = [cfg.task_types[(k * batch + j) % len(cfg.task_types)] for j in range(batch)]
+            rows = cold_start_rows(
+                engine,
+                state.buffer,
+                modes,
+                rng,
+                cfg.num_references,
+                state.sandbox,
+                cfg.induction_heldout,
+                cfg.compose_max_statements,
+            )
+            losses.append(update(state, rows, [1.0] * len(rows))["pg_loss"])
+    finally:
+        state.model.train(was_training)
+        for group in state.optimizer.param_groups:
+            group["lr"] = cfg.lr
+    return losses
 
 
 def evaluate(state: SelfPlayState, tasks: Sequence[Task]) -> float:
@@ -316,10 +409,24 @@ def evaluate_per_task(state: SelfPlayState, tasks: Sequence[Task]) -> list[bool]
         state.model.train(was_training)
 
 
-def eval_tasks(state: SelfPlayState) -> list[Task]:
-    """The fixed held-out deduction set of the config (none of the buffer's seed tasks)."""
+def eval_tasks(state: SelfPlayState) -> dict[str, list[Task]]:
+    """The fixed held-out sets of the config, per mode of `eval_modes` (`eval_tasks` each,
+    none of the buffer's seed tasks)."""
     cfg = state.config
-    return heldout_deduction_tasks(cfg.eval_tasks, cfg.eval_seed, exclude=list(state.buffer))
+    exclude = list(state.buffer)
+    return {
+        mode: heldout_tasks(mode, cfg.eval_tasks, cfg.eval_seed, exclude=exclude)
+        for mode in cfg.eval_modes
+    }
+
+
+def eval_record(state: SelfPlayState, held_out: dict[str, list[Task]]) -> dict[str, Any]:
+    """The held-out solve rate per mode (`heldout_solve_rate_<mode>`) and their mean
+    (`heldout_solve_rate`), greedy at the solver's budget."""
+    rates = {mode: evaluate(state, tasks) for mode, tasks in held_out.items()}
+    record: dict[str, Any] = {f"heldout_solve_rate_{m}": r for m, r in rates.items()}
+    record["heldout_solve_rate"] = sum(rates.values()) / max(1, len(rates))
+    return record
 
 
 def run_iterations(
@@ -327,12 +434,12 @@ def run_iterations(
     n: int,
     write: Callable[[dict[str, Any]], None],
     step: Callable[[int], int] = lambda it: it,
-    held_out: Sequence[Task] = (),
+    held_out: dict[str, list[Task]] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> list[float]:
     """Run n iterations, writing one metrics line per role (`mode: self_play`, `role`, `step`
     as `step(iteration)`, `iteration`) and, every `eval_every` iterations, a `role: eval` line
-    with the held-out solve rate; returns every learnability value seen."""
+    with the held-out solve rates (`eval_record`); returns every learnability value seen."""
     seen: list[float] = []
     cfg = state.config
     for _ in range(n):
@@ -351,16 +458,19 @@ def run_iterations(
                 }
             )
         if held_out and cfg.eval_every and state.iteration % cfg.eval_every == 0:
-            write(
-                {
-                    "step": step(state.iteration),
-                    "iteration": state.iteration,
-                    "mode": "self_play",
-                    "role": "eval",
-                    "heldout_solve_rate": evaluate(state, held_out),
-                }
-            )
+            write(eval_line(state, held_out, step(state.iteration)))
     return seen
+
+
+def eval_line(state: SelfPlayState, held_out: dict[str, list[Task]], step: int) -> dict[str, Any]:
+    """A `role: eval` metrics line of the state's current iteration."""
+    return {
+        "step": step,
+        "iteration": state.iteration,
+        "mode": "self_play",
+        "role": "eval",
+        **eval_record(state, held_out),
+    }
 
 
 # --- trainer modes -------------------------------------------------------------------------------
@@ -378,9 +488,22 @@ def train_self_play(config: Any, resume: bool = False, progress: bool = True) ->
     saved = load_checkpoint(checkpoint, "self_play") if checkpoint is not None else None
     output.mkdir(parents=True, exist_ok=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, tokenizer, intro = load_parts(config, device, checkpoint)
-    for p in model.parameters():  # the base and the heads stay frozen; `update` opens adapters
+    # a self-play LoRA goes on before a checkpoint's parts load: they may tap its layers
+    model, tokenizer, intro = load_parts(config, device, None if sp.lora_r else checkpoint)
+    for p in model.parameters():  # the base and the heads stay frozen; `update` opens the policy
         p.requires_grad_(False)
+    lora_settings: dict[str, Any] = {}
+    if sp.lora_r:
+        if checkpoint is not None:
+            lora_settings = load_lora(model, checkpoint)
+            remove_introspection(model)
+            intro = load_introspection(model, checkpoint)
+            intro.train()
+        else:
+            lora_settings = add_selfplay_lora(model, sp.lora_r, sp.lora_alpha, sp.lora_layers)
+        model.to(device)
+        for p in lora_parameters(model):
+            p.requires_grad_(False)
     state = new_state(model, tokenizer, intro, sp)
     if saved is not None:
         state.optimizer.load_state_dict(saved["optimizer"])
@@ -395,7 +518,8 @@ def train_self_play(config: Any, resume: bool = False, progress: bool = True) ->
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(output / "tensorboard"), purge_step=state.iteration + 1)
-    held_out = eval_tasks(state) if sp.eval_every else []
+    held_out = eval_tasks(state) if sp.eval_every else {}
+    best = _best_so_far(output) if saved is not None else None
     summary: dict[str, Any] = {}
 
     def write(record: dict[str, Any]) -> None:
@@ -403,7 +527,7 @@ def train_self_play(config: Any, resume: bool = False, progress: bool = True) ->
         write_metrics(metrics_path, record, writer)
         summary = {**summary, **record}
 
-    def save() -> None:
+    def save() -> Path:
         payload = {
             "step": state.iteration,
             "optimizer": state.optimizer.state_dict(),
@@ -412,13 +536,47 @@ def train_self_play(config: Any, resume: bool = False, progress: bool = True) ->
             "buffer": list(state.buffer),
             "config": asdict(config),
         }
-        save_checkpoint(output, state.iteration, intro, payload, "self_play")
+        path = save_checkpoint(output, state.iteration, intro, payload, "self_play")
+        if lora_settings:
+            save_lora(model, lora_settings, path)
+        return path
 
+    def evaluate_and_keep() -> None:
+        nonlocal best
+        line = eval_line(state, held_out, state.iteration)
+        write(line)
+        rate = line["heldout_solve_rate"]
+        if best is None or rate > best:
+            best = rate
+            path = save()
+            with atomic_directory(output / BEST_DIR) as tmp:
+                shutil.copytree(path, tmp, dirs_exist_ok=True)
+                atomic_write_json(tmp / BEST_FILE, {"iteration": state.iteration, **line})
+
+    if saved is None and sp.cold_start_steps:
+        if held_out:  # the model as loaded, before its cold start
+            write({**eval_line(state, held_out, 0), "stage": "before_cold_start"})
+        losses = cold_start(state, sp.cold_start_steps, sp.cold_start_batch)
+        write(
+            {
+                "step": 0,
+                "iteration": 0,
+                "mode": "self_play",
+                "role": "cold_start",
+                "steps": len(losses),
+                "loss_first": losses[0],
+                "loss_last": losses[-1],
+            }
+        )
+    if held_out and state.iteration == 0 and saved is None:
+        evaluate_and_keep()  # before self-play: the rate to beat
     with StopFlag() as stop:
         while state.iteration < sp.iterations:
-            run_iterations(state, 1, write, held_out=held_out)
+            run_iterations(state, 1, write)
             if progress:
                 print(f"self-play {state.iteration}/{sp.iterations}", flush=True)
+            if held_out and sp.eval_every and state.iteration % sp.eval_every == 0:
+                evaluate_and_keep()
             stopping = stop.signal is not None
             if (
                 state.iteration % config.save_every == 0
@@ -432,6 +590,17 @@ def train_self_play(config: Any, resume: bool = False, progress: bool = True) ->
     if writer is not None:
         writer.close()
     return summary
+
+
+BEST_FILE = "best.json"  #: in `best/`: the iteration and held-out rates it was kept for
+
+
+def _best_so_far(output: Path) -> float | None:
+    """The mean held-out rate of the run's `best/` checkpoint (None without one)."""
+    path = output / BEST_DIR / BEST_FILE
+    if not path.is_file():
+        return None
+    return float(json.loads(path.read_text())["heldout_solve_rate"])
 
 
 @dataclass
@@ -461,7 +630,7 @@ class HybridSchedule:
         if done % self.supervised_steps:
             return
         state = self.state
-        current = adapter_parameters(state.intro)
+        current = policy_parameters(state.model, state.intro)
         held = [p for g in state.optimizer.param_groups for p in g["params"]]
         if {id(p) for p in current} != {id(p) for p in held}:  # a phase pruned adapters
             state.optimizer = torch.optim.AdamW(current, lr=state.config.lr, weight_decay=0.0)

@@ -6,8 +6,13 @@ call per line: a `Proposal`, or why it is not one); `compose_proposal(rng, mode,
 max_statements)` (a random program of the code-task grammar, values in [0, 99], used when the
 model's proposal is invalid); `task_of` (the task a checked proposal becomes); and
 `propose(engine, buffer, modes, …)`: one engine batch of proposals, each parsed and checked in
-the sandbox (`check_proposals`), an invalid one replaced by a composed task, the sample keeping
-why it failed.
+the sandbox (`check_proposals`) and for triviality (`trivial_reason`), an invalid one replaced by
+a composed task, the sample keeping why it failed (`invalid_category`: format, syntax, refused,
+nondeterministic, timeout, trivial, error); with `demonstrate`, the composed task is also
+written as the answer the proposer should have given (`demonstration`: the same prompt, the
+proposal text as forced-then-credited answer tokens), a row the update can learn the format
+from when the model writes no valid proposal at all; `cold_start_rows`: such rows for fresh
+prompts, the supervised cold start before the first iteration.
 
 What it does not do: rewards (the proposer's learnability comes from the solver's rollouts, in
 `tina.selfplay.loop`) or the buffer's deduplication (`tina.selfplay.buffer`).
@@ -21,9 +26,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tina.core.tags import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE
 from tina.data.sandbox import SandboxConfig
 from tina.data.tasks.code import _statement, execute, render
 from tina.engine.loop import Engine
+from tina.engine.types import Telemetry
 from tina.selfplay.buffer import TaskBuffer
 from tina.selfplay.solver import Rollout, sample_rollouts
 from tina.selfplay.tasks import (
@@ -36,6 +43,7 @@ from tina.selfplay.tasks import (
     check_proposals,
     make_induction,
     render_call,
+    same_value,
 )
 
 #: Statement kinds of the grammar per mode (abduction keeps to invertible steps).
@@ -69,6 +77,9 @@ def parse_proposal(text: str) -> tuple[Proposal | None, str]:
     """(the proposal, "") or (None, why): the trailing `name(args)` lines are the inputs, the
     lines before them the program, which must define `name`."""
     lines = [line.rstrip() for line in text.strip().splitlines()]
+    lines = [line for line in lines if not line.lstrip().startswith("```")]  # markdown fences
+    while lines and not lines[-1].strip():
+        lines.pop()
     inputs: list[Args] = []
     entry = ""
     while lines and (match := _CALL.match(lines[-1].strip())):
@@ -87,6 +98,45 @@ def parse_proposal(text: str) -> tuple[Proposal | None, str]:
     if not re.search(rf"^def {re.escape(entry)}\(", program, re.MULTILINE):
         return None, f"format: the program defines no function {entry!r}"
     return Proposal(program, entry, inputs), ""
+
+
+def render_proposal(proposal: Proposal) -> str:
+    """The text of a proposal as `parse_proposal` reads it: the program, then one call a line."""
+    calls = [render_call(proposal.entry, tuple(args)) for args in proposal.inputs]
+    return "\n".join([proposal.program.rstrip(), *calls])
+
+
+def trivial_reason(mode: str, proposal: Proposal, outputs: Sequence[object]) -> str:
+    """Why an accepted proposal teaches nothing ("" when it does): every output equal to its
+    input (the identity), or, for induction, one output for every input (a constant)."""
+    args = [tuple(a) for a in proposal.inputs]
+    if all(len(a) == 1 and same_value(a[0], o) for a, o in zip(args, outputs, strict=True)):
+        return "trivial: the program returns its input unchanged"
+    if mode == "induction" and all(same_value(o, outputs[0]) for o in outputs[1:]):
+        return "trivial: the program returns the same value for every input"
+    return ""
+
+
+#: The categories of invalid proposals, as `invalid_category` names them.
+INVALID_CATEGORIES = (
+    "format", "syntax", "refused", "nondeterministic", "timeout", "trivial", "error",
+)  # fmt: skip
+
+
+def invalid_category(reason: str) -> str:
+    """The category of a rejection reason (`INVALID_CATEGORIES`): the parser's `format`, the
+    sandbox's statuses (a parse failure is its `refused` with `syntax` in the message; memory
+    and output size count as `timeout`, a resource limit), `trivial`, else `error`."""
+    status, _, message = reason.partition(":")
+    if status in ("format", "input"):
+        return "format"
+    if status == "refused":
+        return "syntax" if ": syntax:" in f":{message}" else "refused"
+    if status in ("timeout", "memory", "output_too_large"):
+        return "timeout"
+    if status in ("nondeterministic", "trivial"):
+        return status
+    return "error"
 
 
 def compose_proposal(rng: random.Random, mode: str, max_statements: int) -> Proposal:
@@ -131,6 +181,8 @@ class ProposedTask:
     composed: bool  #: the model's proposal was invalid and the composer served
     reason: str  #: why the model's proposal was rejected ("" when valid)
     rollout: Rollout | None  #: the model's sampled proposal (None when nothing was sampled)
+    #: the composed task written as the proposer's answer (`demonstration`), when asked for
+    demonstration: Rollout | None = None
 
 
 def propose(
@@ -147,9 +199,11 @@ def propose(
     sandbox: SandboxConfig,
     n_heldout: int,
     max_statements: int,
+    demonstrate: bool = False,
 ) -> list[ProposedTask]:
     """One proposal per entry of `modes`, sampled from the model (one engine batch), checked in
-    the sandbox; an invalid one is replaced by a composed task (checked too)."""
+    the sandbox; an invalid one is replaced by a composed task (checked too), written as a
+    `demonstration` too when `demonstrate`."""
     prompts = [proposer_prompt(m, buffer.sample(num_references, rng, m)) for m in modes]
     seeds = [(seed * 1_000_003 + i) % (2**63) for i in range(len(prompts))]
     rollouts = sample_rollouts(engine, prompts, budget, answer_tokens, temperature, top_p, seeds)
@@ -164,36 +218,80 @@ def propose(
             check = next(checks)
             reason = check.reason
             if check.accepted:
+                reason = trivial_reason(mode, proposal, check.outputs)
+            if not reason:
                 try:
                     task = task_of(mode, proposal, check.outputs, rng, n_heldout)
                 except ValueError as exc:
-                    reason = f"task: {exc}"
+                    reason = f"format: {exc}"
         if task is not None:
             out.append(ProposedTask(mode, task, False, "", rollout))
-        else:
-            out.append(
-                ProposedTask(
-                    mode,
-                    compose_task(rng, mode, sandbox, n_heldout, max_statements),
-                    True,
-                    reason,
-                    rollout,
-                )
-            )
+            continue
+        composed, text = compose_task(rng, mode, sandbox, n_heldout, max_statements)
+        shown = (
+            demonstration(engine, rollout.prompt, text, rollout.telemetry, mode)
+            if demonstrate
+            else None
+        )
+        out.append(ProposedTask(mode, composed, True, reason, rollout, shown))
     return out
+
+
+def demonstration(
+    engine: Engine, prompt: str, text: str, telemetry: Telemetry | None, mode: str
+) -> Rollout:
+    """The proposer's row for a composed proposal: the rendered `prompt`, then
+    `</think><answer>` (forced), `text` (credited as if sampled) and `</answer>` (forced); no
+    think tokens."""
+    tc, ao, ac = (engine.ids[t] for t in (THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE))
+    body = engine.tokenizer.encode(text, add_special_tokens=False)
+    ids = [tc, ao, *body, ac]
+    return Rollout(
+        prompt=prompt,
+        completion_ids=ids,
+        think=[False] * len(ids),
+        sampled=[False, False, *([True] * len(body)), False],
+        answer=text,
+        completion=f"{THINK_CLOSE}{ANSWER_OPEN}{text}{ANSWER_CLOSE}",
+        telemetry=telemetry,
+        mode=mode,
+        role="propose",
+        extra={"demonstration": True},
+    )
+
+
+def cold_start_rows(
+    engine: Engine,
+    buffer: TaskBuffer,
+    modes: Sequence[str],
+    rng: random.Random,
+    num_references: int,
+    sandbox: SandboxConfig,
+    n_heldout: int,
+    max_statements: int,
+) -> list[Rollout]:
+    """One `demonstration` per entry of `modes`: the proposer's prompt (references from the
+    buffer) answered by a composed task of that mode; the cold start's supervised rows."""
+    rows = []
+    for mode in modes:
+        prompt = engine.render(proposer_prompt(mode, buffer.sample(num_references, rng, mode)))
+        _, text = compose_task(rng, mode, sandbox, n_heldout, max_statements)
+        rows.append(demonstration(engine, prompt, text, None, mode))
+    return rows
 
 
 def compose_task(
     rng: random.Random, mode: str, sandbox: SandboxConfig, n_heldout: int, max_statements: int
-) -> Task:
-    """A composed task of `mode`, its outputs computed by the sandbox. Composed programs stay
-    in range by construction, so a rejection means the sandbox itself fails: RuntimeError
-    after a few tries, with the sandbox's reason."""
+) -> tuple[Task, str]:
+    """A composed task of `mode`, its outputs computed by the sandbox, and its proposal's text.
+    Composed programs stay in range by construction, so a rejection means the sandbox itself
+    fails: RuntimeError after a few tries, with the sandbox's reason."""
     reason = ""
     for _ in range(COMPOSE_TRIES):
         proposal = compose_proposal(rng, mode, max_statements)
         (check,) = check_proposals([proposal], sandbox)
         if check.accepted:
-            return task_of(mode, proposal, check.outputs, rng, n_heldout)
+            task = task_of(mode, proposal, check.outputs, rng, n_heldout)
+            return task, render_proposal(proposal)
         reason = check.reason
     raise RuntimeError(f"the sandbox rejected {COMPOSE_TRIES} composed programs: {reason}")

@@ -6,7 +6,7 @@ update's think mask — and which were sampled rather than forced: the tokens a 
 may credit); `solve(engine, tasks, ...)` (`num_rollouts` sampled solutions per task,
 task-major, each verified by `tina.selfplay.tasks.verify_answers`, plus whether it was well
 formed); `solved_greedy` / `evaluate_solve_rate` (greedy solutions of a fixed task set);
-`heldout_deduction_tasks` (a fixed evaluation set drawn from the suite with its own seed).
+`heldout_tasks` (a fixed evaluation set of a mode drawn from the suite with its own seed).
 
 What it does not do: rewards (`tina.selfplay.rewards`) or weight updates (`tina.selfplay.loop`).
 """
@@ -45,7 +45,9 @@ class Rollout:
     sampled: list[bool]  #: per completion token: chosen by the model, not forced
     answer: str  #: the text inside `<answer>…</answer>`
     completion: str  #: the decoded completion
-    telemetry: Telemetry  #: the engine's report (heads' plan/budget/confidence among it)
+    #: the engine's report (heads' plan/budget/confidence among it); None on a row the
+    #: engine did not decode (a proposer's demonstration)
+    telemetry: Telemetry | None
     mode: str = ""  #: the task mode it belongs to
     role: str = ""  #: "solve" or "propose"
     extra: dict[str, Any] = field(default_factory=dict)  #: role-specific data
@@ -183,14 +185,15 @@ def evaluate_solve_rate(
     return sum(solved) / max(1, len(solved))
 
 
-def heldout_deduction_tasks(n: int, seed: int, exclude: Sequence[Task] = ()) -> list[Task]:
-    """n suite deduction tasks (all difficulties, cycled) drawn with `seed`, none equal to a task
-    in `exclude` (e.g. the buffer's seed tasks)."""
+def heldout_tasks(mode: str, n: int, seed: int, exclude: Sequence[Task] = ()) -> list[Task]:
+    """n suite tasks of `mode` (`deduction`, `abduction`, `induction`; all difficulties,
+    cycled) drawn with `seed`, none equal to a task in `exclude` (e.g. the buffer's seed
+    tasks)."""
     seen = {task_key(t) for t in exclude}
     out: list[Task] = []
     batch_seed = seed
     while len(out) < n:
-        for record in generate_records("code_deduction", 2 * n, seed=batch_seed):
+        for record in generate_records(f"code_{mode}", 2 * n, seed=batch_seed):
             task = task_from_record(record)
             key = task_key(task)
             if key not in seen and len(out) < n:

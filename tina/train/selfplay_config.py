@@ -57,8 +57,23 @@ class SelfPlayConfig:
     low_confidence: float = 0.5  #: heads' confidence below this flags a task
     tiny_budget: float = 8.0  #: heads' budget below this (tokens) flags a task
     compose_max_statements: int = 4  #: statements of a composed program (1 to this)
+    #: rank of a self-play LoRA added on top of the model (`tina.selfplay.lora`; 0: none, the
+    #: side adapters alone train, as on the embedded model)
+    lora_r: int = 0
+    lora_alpha: int = 16  #: its scaling numerator (scale = alpha / r)
+    lora_layers: int = 0  #: it goes on the top this many decoder layers (0: all)
+    #: train the proposer on the composed task where its own proposal was invalid (a
+    #: `demonstration` row rewarded like a valid proposal; docs/selfplay.md)
+    demonstrate: bool = False
+    #: supervised steps on composed proposals before the first iteration (the proposer's
+    #: answer format; `tina.selfplay.loop.cold_start`), `cold_start_batch` rows each
+    cold_start_steps: int = 0
+    cold_start_batch: int = 8  #: rows of a cold-start step
+    cold_start_lr: float = 1e-3  #: learning rate of the cold start (then `lr` again)
     eval_every: int = 0  #: iterations between held-out solve-rate evaluations (0: none)
-    eval_tasks: int = 100  #: held-out deduction tasks of those evaluations
+    eval_tasks: int = 100  #: held-out tasks per mode of those evaluations
+    #: modes evaluated (their mean picks the `best/` checkpoint)
+    eval_modes: list[str] = field(default_factory=lambda: ["deduction"])
     eval_seed: int = 90_210  #: seed of the held-out tasks (not one the buffer or corpus uses)
     seed: int = 0  #: seeds buffer, composer, references and sampling
 
@@ -71,13 +86,15 @@ class SelfPlayConfig:
         """Every bad value, as `SelfPlayConfig: field: message`."""
         found: list[tuple[str, str | None]] = []
         positive = [
-            "iterations", "buffer_size", "num_mc_rollouts", "solve_budget", "solve_answer_tokens",
-            "propose_answer_tokens", "compose_max_statements", "eval_tasks", "induction_heldout",
+            "iterations", "buffer_size", "cold_start_batch", "num_mc_rollouts", "solve_budget",
+            "solve_answer_tokens", "propose_answer_tokens", "compose_max_statements", "eval_tasks",
+            "induction_heldout",
         ]  # fmt: skip
         found += [(name, int_problem(getattr(self, name), 1)) for name in positive]
         nonnegative = [
             "seed_tasks_per_mode", "num_propose", "num_solve", "num_references",
-            "propose_budget", "eval_every", "seed",
+            "propose_budget", "eval_every", "seed", "lora_r", "lora_alpha", "lora_layers",
+            "cold_start_steps",
         ]  # fmt: skip
         found += [(name, int_problem(getattr(self, name), 0)) for name in nonnegative]
         numbers = [
@@ -86,6 +103,7 @@ class SelfPlayConfig:
         ]  # fmt: skip
         found += [(name, number_problem(getattr(self, name), 0)) for name in numbers]
         found.append(("lr", positive_number_problem(self.lr)))
+        found.append(("cold_start_lr", positive_number_problem(self.cold_start_lr)))
         found.append(("top_p", positive_number_problem(self.top_p, 1)))
         found.append(("low_confidence", number_problem(self.low_confidence, 0, 1)))
         if not isinstance(self.task_types, list) or not self.task_types:
@@ -94,6 +112,14 @@ class SelfPlayConfig:
             found += [
                 ("task_types", f"unknown mode {m!r} (expected one of {CODE_TASK_MODES})")
                 for m in self.task_types
+                if m not in CODE_TASK_MODES
+            ]
+        if not isinstance(self.eval_modes, list) or not self.eval_modes:
+            found.append(("eval_modes", f"expected a non-empty list of {CODE_TASK_MODES}"))
+        else:
+            found += [
+                ("eval_modes", f"unknown mode {m!r} (expected one of {CODE_TASK_MODES})")
+                for m in self.eval_modes
                 if m not in CODE_TASK_MODES
             ]
         if self.buffer_policy not in ("fifo", "reservoir"):
