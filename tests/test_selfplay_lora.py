@@ -154,6 +154,13 @@ def test_a_fenced_proposal_parses_like_a_bare_one():
     assert parse_proposal(bare)[0] is not None
 
 
+def test_an_answer_cut_at_its_cap_loses_only_its_last_line():
+    text = "def f(x):\n    return x * 2\nf(3)\nf(4)\nf(1"
+    assert parse_proposal(text)[0] is None  # the cut call is not a call
+    proposal, why = parse_proposal(text, cut=True)
+    assert why == "" and list(proposal.inputs) == [(3,), (4,)]
+
+
 @pytest.mark.parametrize("mode", ["deduction", "abduction", "induction"])
 def test_a_rendered_proposal_parses_back_to_itself(mode):
     proposal = compose_proposal(random.Random(3), mode, 3)
@@ -324,6 +331,11 @@ def test_the_cold_start_teaches_the_proposal_format():
     assert len(losses) == 12
     assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3  # the demonstrations' NLL falls
     assert all(g["lr"] == config.lr for g in state.optimizer.param_groups)  # back to RL's
+    asked = []
+    stopped = cold_start(
+        state, steps=12, batch=2, should_stop=lambda: asked.append(1) or len(asked) > 2
+    )
+    assert len(stopped) == 2  # a signal between steps ends it there
 
 
 def test_a_run_with_a_cold_start_evaluates_before_and_after_it(tmp_path):

@@ -73,6 +73,7 @@ from tina.train.checkpoints import (
 from tina.train.selfplay_config import SelfPlayConfig
 
 HIST_BINS = 5
+COLD_START_SOLVED = 128  #: buffer tasks the cold start solves for its solver rows
 BEST_DIR = "best"  #: the checkpoint with the best mean held-out solve rate, in the output dir
 
 
@@ -356,12 +357,19 @@ def self_play_iteration(state: SelfPlayState) -> dict[str, dict[str, Any]]:
     return {"propose": propose_metrics, "solve": solve_metrics}
 
 
-def cold_start(state: SelfPlayState, steps: int, batch: int) -> list[float]:
-    """`steps` supervised steps of the proposer on composed tasks (`cold_start_rows`, the
-    modes round-robin): the answer format, learnt before self-play asks for it, as
-    DeepSeek-R1's cold start does before its RL. Each step is `update` with advantage 1 on
-    every row (the token-mean NLL of the demonstrations) at `cold_start_lr`. Returns each
-    step's loss."""
+def cold_start(
+    state: SelfPlayState,
+    steps: int,
+    batch: int,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> list[float]:
+    """`steps` supervised steps before the first iteration, as DeepSeek-R1's cold start before
+    its RL: half of each batch teaches the proposer its answer format (`cold_start_rows`:
+    composed tasks, the modes round-robin), half keeps the solver's (its own greedy solutions
+    of buffer tasks that the sandbox judged right, rejection-sampling fine-tuning; without
+    them the shared LoRA writes programs where the solver answered values). Each step is
+    `update` with advantage 1 on every row (the rows' token-mean NLL) at `cold_start_lr`.
+    Returns each step's loss (fewer when `should_stop` said so between steps)."""
     cfg, rng = state.config, state.rng
     was_training = state.model.training
     state.model.eval()
@@ -370,8 +378,27 @@ def cold_start(state: SelfPlayState, steps: int, batch: int) -> list[float]:
         group["lr"] = cfg.cold_start_lr
     try:
         engine = state.engine
+        tasks = [t for t in state.buffer if mode_of(t) in cfg.task_types][:COLD_START_SOLVED]
+        solved, correct = solve(
+            engine,
+            tasks,
+            1,
+            cfg.solve_budget,
+            cfg.solve_answer_tokens,
+            0.0,
+            1.0,
+            cfg.seed,
+            state.sandbox,
+        )
+        keep = [r for r, ok in zip(solved, correct, strict=True) if ok]
         for k in range(steps):
-            modes = [cfg.task_types[(k * batch + j) % len(cfg.task_types)] for j in range(batch)]
+            if should_stop():
+                break
+            n_solve = min(len(keep), batch // 2)
+            modes = [
+                cfg.task_types[(k * batch + j) % len(cfg.task_types)]
+                for j in range(batch - n_solve)
+            ]
             rows = cold_start_rows(
                 engine,
                 state.buffer,
@@ -382,6 +409,7 @@ def cold_start(state: SelfPlayState, steps: int, batch: int) -> list[float]:
                 cfg.induction_heldout,
                 cfg.compose_max_statements,
             )
+            rows += rng.sample(keep, n_solve)
             losses.append(update(state, rows, [1.0] * len(rows))["pg_loss"])
     finally:
         state.model.train(was_training)
@@ -553,25 +581,31 @@ def train_self_play(config: Any, resume: bool = False, progress: bool = True) ->
                 shutil.copytree(path, tmp, dirs_exist_ok=True)
                 atomic_write_json(tmp / BEST_FILE, {"iteration": state.iteration, **line})
 
-    if saved is None and sp.cold_start_steps:
-        if held_out:  # the model as loaded, before its cold start
-            write({**eval_line(state, held_out, 0), "stage": "before_cold_start"})
-        losses = cold_start(state, sp.cold_start_steps, sp.cold_start_batch)
-        write(
-            {
-                "step": 0,
-                "iteration": 0,
-                "mode": "self_play",
-                "role": "cold_start",
-                "steps": len(losses),
-                "loss_first": losses[0],
-                "loss_last": losses[-1],
-            }
-        )
-    if held_out and state.iteration == 0 and saved is None:
-        evaluate_and_keep()  # before self-play: the rate to beat
     with StopFlag() as stop:
-        while state.iteration < sp.iterations:
+        if saved is None and sp.cold_start_steps:
+            if held_out:  # the model as loaded, before its cold start
+                write({**eval_line(state, held_out, 0), "stage": "before_cold_start"})
+            losses = cold_start(
+                state,
+                sp.cold_start_steps,
+                sp.cold_start_batch,
+                should_stop=lambda: stop.signal is not None,
+            )
+            write(
+                {
+                    "step": 0,
+                    "iteration": 0,
+                    "mode": "self_play",
+                    "role": "cold_start",
+                    "steps": len(losses),
+                    "loss_first": losses[0] if losses else float("nan"),
+                    "loss_last": losses[-1] if losses else float("nan"),
+                }
+            )
+        # a signal during the cold start ends the run with nothing saved: a resume starts over
+        if held_out and state.iteration == 0 and saved is None and stop.signal is None:
+            evaluate_and_keep()  # before self-play: the rate to beat
+        while state.iteration < sp.iterations and stop.signal is None:
             run_iterations(state, 1, write)
             if progress:
                 print(f"self-play {state.iteration}/{sp.iterations}", flush=True)
@@ -584,9 +618,8 @@ def train_self_play(config: Any, resume: bool = False, progress: bool = True) ->
                 or stopping
             ):
                 save()
-            if stopping:
-                summary["stopped"] = signal.Signals(stop.signal or 0).name
-                break
+        if stop.signal is not None:
+            summary["stopped"] = signal.Signals(stop.signal).name
     if writer is not None:
         writer.close()
     return summary

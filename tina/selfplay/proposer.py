@@ -73,10 +73,13 @@ def proposer_prompt(mode: str, references: Sequence[Task]) -> str:
     return "\n".join(lines)
 
 
-def parse_proposal(text: str) -> tuple[Proposal | None, str]:
+def parse_proposal(text: str, cut: bool = False) -> tuple[Proposal | None, str]:
     """(the proposal, "") or (None, why): the trailing `name(args)` lines are the inputs, the
-    lines before them the program, which must define `name`."""
+    lines before them the program, which must define `name`. `cut`: the text ended at the
+    answer cap, so its last line may be cut short and is dropped."""
     lines = [line.rstrip() for line in text.strip().splitlines()]
+    if cut and len(lines) > 1:
+        lines.pop()
     lines = [line for line in lines if not line.lstrip().startswith("```")]  # markdown fences
     while lines and not lines[-1].strip():
         lines.pop()
@@ -207,7 +210,10 @@ def propose(
     prompts = [proposer_prompt(m, buffer.sample(num_references, rng, m)) for m in modes]
     seeds = [(seed * 1_000_003 + i) % (2**63) for i in range(len(prompts))]
     rollouts = sample_rollouts(engine, prompts, budget, answer_tokens, temperature, top_p, seeds)
-    parsed = [parse_proposal(r.answer) for r in rollouts]
+    parsed = [
+        parse_proposal(r.answer, cut=r.telemetry is not None and r.telemetry.forced_answer_close)
+        for r in rollouts
+    ]
     proposals = [p for p, _ in parsed if p is not None]
     checks = iter(check_proposals(proposals, sandbox))
     out: list[ProposedTask] = []
