@@ -154,6 +154,11 @@ def test_a_fenced_proposal_parses_like_a_bare_one():
     assert parse_proposal(bare)[0] is not None
 
 
+def test_a_repeated_call_is_kept_once_in_its_first_place():
+    proposal, why = parse_proposal("def f(x):\n  return x % 3\nf(3)\nf(1)\nf(3)\nf(2)\nf(1)")
+    assert why == "" and list(proposal.inputs) == [(3,), (1,), (2,)]
+
+
 def test_an_answer_cut_at_its_cap_loses_only_its_last_line():
     text = "def f(x):\n    return x * 2\nf(3)\nf(4)\nf(1"
     assert parse_proposal(text)[0] is None  # the cut call is not a call

@@ -7,9 +7,9 @@ with PEFT's `inject_adapter_in_model` (the model keeps its class, so the engine 
 introspection hooks see the same modules): every linear layer of the top
 `top_layers` decoder layers (0: all), `lora_B` at zero, so training starts from the model as
 loaded. `reference_policy(model)` is a context with the LoRA switched off: the policy the KL term
-measures against (the merged SFT model, as TRL's PEFT reference). `lora_state` /
-`load_lora_state` are its weights by parameter name (checkpoints write them beside the
-introspection parts: `selfplay_lora.safetensors`, `selfplay_lora.json`).
+measures against (the merged SFT model, as TRL's PEFT reference). `lora_state`, `save_lora`,
+`load_lora` and `load_lora_weights` are its weights by parameter name (checkpoints write them
+beside the introspection parts: `selfplay_lora.safetensors`, `selfplay_lora.json`).
 
 What it does not do: train (`tina.selfplay.loop`), or load a self-play LoRA for serving (it sits
 on the merged SFT weights, not on the base a PEFT adapter directory names).
@@ -126,6 +126,13 @@ def load_lora(model: Any, directory: Path) -> dict[str, Any]:
     settings = json.loads((directory / CONFIG_FILE).read_text())
     top = len(settings["layers_to_transform"])
     add_selfplay_lora(model, settings["r"], settings["lora_alpha"], top)
+    load_lora_weights(model, directory)
+    return settings
+
+
+def load_lora_weights(model: Any, directory: Path) -> None:
+    """Copy the LoRA weights saved in `directory` into the self-play LoRA `model` already has
+    (another checkpoint of the same run). A ValueError names the file when one does not fit."""
     params = dict(model.named_parameters())
     path = directory / WEIGHTS_FILE
     with torch.no_grad():
@@ -133,4 +140,3 @@ def load_lora(model: Any, directory: Path) -> dict[str, Any]:
             if name not in params or params[name].shape != tensor.shape:
                 raise ValueError(f"{path}: {name!r} is not a self-play LoRA weight of this model")
             params[name].copy_(tensor.to(params[name].dtype))
-    return settings

@@ -75,8 +75,9 @@ def proposer_prompt(mode: str, references: Sequence[Task]) -> str:
 
 def parse_proposal(text: str, cut: bool = False) -> tuple[Proposal | None, str]:
     """(the proposal, "") or (None, why): the trailing `name(args)` lines are the inputs, the
-    lines before them the program, which must define `name`. `cut`: the text ended at the
-    answer cap, so its last line may be cut short and is dropped."""
+    lines before them the program, which must define `name`; a call repeated tells nothing new
+    and is kept once. `cut`: the text ended at the answer cap, so its last line may be cut
+    short and is dropped."""
     lines = [line.rstrip() for line in text.strip().splitlines()]
     if cut and len(lines) > 1:
         lines.pop()
@@ -97,6 +98,10 @@ def parse_proposal(text: str, cut: bool = False) -> tuple[Proposal | None, str]:
         lines.pop()
     if not inputs:
         return None, "format: no input call after the program"
+    distinct: dict[str, Args] = {}
+    for args in inputs:
+        distinct.setdefault(repr(args), args)
+    inputs = list(distinct.values())
     program = "\n".join(lines).strip()
     if not re.search(rf"^def {re.escape(entry)}\(", program, re.MULTILINE):
         return None, f"format: the program defines no function {entry!r}"
