@@ -75,6 +75,7 @@ from tina.train.selfplay_config import SelfPlayConfig
 HIST_BINS = 5
 COLD_START_SOLVED = 128  #: buffer tasks the cold start solves for its solver rows
 BEST_DIR = "best"  #: the checkpoint with the best mean held-out solve rate, in the output dir
+BEST_FILE = "best.json"  #: in `best/`: the iteration and held-out rates it was kept for
 
 
 @dataclass
@@ -291,15 +292,15 @@ def self_play_iteration(state: SelfPlayState) -> dict[str, dict[str, Any]]:
         if model_proposals:
             # the model's rows (−λ_format when invalid), then the demonstrations of the composed
             # tasks that replaced invalid ones (rewarded as valid proposals of their task)
-            propose_rows = [p.rollout for p in model_proposals if p.rollout is not None]
+            sampled = [(i, p.rollout) for i, p in enumerate(proposed) if p.rollout is not None]
+            shown = [(i, p.demonstration) for i, p in enumerate(proposed) if p.demonstration]
+            propose_rows = [r for _, r in sampled] + [d for _, d in shown]
             propose_r = proposer_rewards(
-                [learn[i] for i, p in enumerate(proposed) if p.rollout is not None],
-                [not p.composed for p in model_proposals],
+                [learn[i] for i, _ in sampled],
+                [not proposed[i].composed for i, _ in sampled],
                 cfg.lambda_learnability,
                 cfg.lambda_format,
             )
-            shown = [(i, p.demonstration) for i, p in enumerate(proposed) if p.demonstration]
-            propose_rows += [d for _, d in shown if d is not None]
             propose_r += proposer_rewards(
                 [learn[i] for i, _ in shown], [True] * len(shown), cfg.lambda_learnability, 0.0
             )
@@ -623,9 +624,6 @@ def train_self_play(config: Any, resume: bool = False, progress: bool = True) ->
     if writer is not None:
         writer.close()
     return summary
-
-
-BEST_FILE = "best.json"  #: in `best/`: the iteration and held-out rates it was kept for
 
 
 def _best_so_far(output: Path) -> float | None:

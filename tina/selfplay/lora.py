@@ -54,7 +54,7 @@ def add_selfplay_lora(model: Any, rank: int, alpha: int, top_layers: int = 0) ->
         "lora_dropout": 0.0,
     }
     inject_adapter_in_model(LoraConfig(**settings), model, adapter_name=ADAPTER_NAME)
-    for p in lora_parameters_of(model):
+    for p in _named_lora_parameters(model).values():
         p.requires_grad_(True)
     model.tina_selfplay_lora = settings
     return settings
@@ -75,11 +75,12 @@ def linear_kinds(model: Any) -> list[str]:
 
 def lora_parameters(model: Any) -> list[torch.nn.Parameter]:
     """The self-play LoRA's parameters (none when it was not added)."""
-    return lora_parameters_of(model) if has_selfplay_lora(model) else []
+    return list(_named_lora_parameters(model).values()) if has_selfplay_lora(model) else []
 
 
-def lora_parameters_of(model: Any) -> list[torch.nn.Parameter]:
-    return [p for name, p in model.named_parameters() if f".{ADAPTER_NAME}." in f"{name}."]
+def _named_lora_parameters(model: Any) -> dict[str, torch.nn.Parameter]:
+    """The parameters PEFT registered under the self-play adapter's name, by name."""
+    return {n: p for n, p in model.named_parameters() if f".{ADAPTER_NAME}." in f"{n}."}
 
 
 def _lora_layers(model: Any) -> list[Any]:
@@ -106,11 +107,7 @@ def reference_policy(model: Any) -> Iterator[None]:
 
 def lora_state(model: Any) -> dict[str, torch.Tensor]:
     """The self-play LoRA's weights by parameter name."""
-    return {
-        name: p.detach().cpu().contiguous()
-        for name, p in model.named_parameters()
-        if f".{ADAPTER_NAME}." in f"{name}."
-    }
+    return {n: p.detach().cpu().contiguous() for n, p in _named_lora_parameters(model).items()}
 
 
 def save_lora(model: Any, settings: dict[str, Any], directory: Path) -> None:
@@ -133,7 +130,7 @@ def load_lora(model: Any, directory: Path) -> dict[str, Any]:
 def load_lora_weights(model: Any, directory: Path) -> None:
     """Copy the LoRA weights saved in `directory` into the self-play LoRA `model` already has
     (another checkpoint of the same run). A ValueError names the file when one does not fit."""
-    params = dict(model.named_parameters())
+    params = _named_lora_parameters(model)
     path = directory / WEIGHTS_FILE
     with torch.no_grad():
         for name, tensor in load_file(str(path)).items():

@@ -106,22 +106,8 @@ class SelfPlayConfig:
         found.append(("cold_start_lr", positive_number_problem(self.cold_start_lr)))
         found.append(("top_p", positive_number_problem(self.top_p, 1)))
         found.append(("low_confidence", number_problem(self.low_confidence, 0, 1)))
-        if not isinstance(self.task_types, list) or not self.task_types:
-            found.append(("task_types", f"expected a non-empty list of {CODE_TASK_MODES}"))
-        else:
-            found += [
-                ("task_types", f"unknown mode {m!r} (expected one of {CODE_TASK_MODES})")
-                for m in self.task_types
-                if m not in CODE_TASK_MODES
-            ]
-        if not isinstance(self.eval_modes, list) or not self.eval_modes:
-            found.append(("eval_modes", f"expected a non-empty list of {CODE_TASK_MODES}"))
-        else:
-            found += [
-                ("eval_modes", f"unknown mode {m!r} (expected one of {CODE_TASK_MODES})")
-                for m in self.eval_modes
-                if m not in CODE_TASK_MODES
-            ]
+        found += modes_problems("task_types", self.task_types)
+        found += modes_problems("eval_modes", self.eval_modes)
         if self.buffer_policy not in ("fifo", "reservoir"):
             found.append(
                 ("buffer_policy", f"expected 'fifo' or 'reservoir', got {self.buffer_policy!r}")
@@ -155,6 +141,18 @@ def positive_number_problem(value: Any, high: float | None = None) -> str | None
     if value <= 0 or (high is not None and value > high):
         return f"must be {'> 0' if high is None else f'in (0, {high}]'}, got {value}"
     return None
+
+
+def modes_problems(name: str, value: Any) -> list[tuple[str, str | None]]:
+    """The problems of a field that lists code-task modes: not a non-empty list, or a mode
+    that is not one of `CODE_TASK_MODES`."""
+    if not isinstance(value, list) or not value:
+        return [(name, f"expected a non-empty list of {CODE_TASK_MODES}")]
+    return [
+        (name, f"unknown mode {m!r} (expected one of {CODE_TASK_MODES})")
+        for m in value
+        if m not in CODE_TASK_MODES
+    ]
 
 
 def field_names() -> set[str]:
